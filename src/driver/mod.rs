@@ -1,0 +1,182 @@
+//! The driver: what waits for the operating system on behalf of an [`IoService`](crate::IoService).
+//!
+//! A driver is booster's "reactor": it learns which registered file descriptors became readable or
+//! writable and reports them as [`Event`]s keyed by a [`Token`]. The loop owns the waiters; the driver
+//! only watches. Every backend exposes the same small [`Driver`] trait, and the loop holds one
+//! [`AnyDriver`] so that the hot path dispatches by `match`, not through a vtable.
+//!
+//! Backends:
+//! - [`epoll`]: the default on Linux. Each fd is registered once, edge-triggered, for both directions;
+//!   nothing is re-armed per wait.
+//! - [`poll`]: portable `poll(2)`, level-triggered; the set of fds it watches is rebuilt from the
+//!   sources that have waiters, so it behaves like the edge-triggered backend from the loop's view.
+
+pub(crate) mod epoll;
+pub(crate) mod poll;
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+use crate::service::source::SourceTable;
+
+/// Which backend an [`IoService`](crate::IoService) runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Linux `epoll`, edge-triggered (the default).
+    Epoll,
+    /// POSIX `poll(2)`: the portable fallback.
+    Poll,
+}
+
+impl Backend {
+    /// The backend's name: `"epoll"` or `"poll"`, as accepted by `AIO_BACKEND`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Epoll => "epoll",
+            Backend::Poll => "poll",
+        }
+    }
+
+    /// Every backend this build supports, default first.
+    pub fn all() -> &'static [Backend] {
+        &[Backend::Epoll, Backend::Poll]
+    }
+
+    /// Reads `AIO_BACKEND` (`epoll`, `poll`); unset or empty means the default, epoll.
+    ///
+    /// # Errors
+    /// `InvalidInput` naming the unknown value and the accepted ones.
+    pub fn from_env() -> io::Result<Backend> {
+        match std::env::var("AIO_BACKEND") {
+            Ok(v) if !v.is_empty() => v.parse(),
+            _ => Ok(Backend::Epoll),
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = io::Error;
+    fn from_str(s: &str) -> io::Result<Backend> {
+        match s {
+            "epoll" => Ok(Backend::Epoll),
+            "poll" => Ok(Backend::Poll),
+            "uring" | "io_uring" => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("backend {s:?} is not available in this build; use epoll or poll"),
+            )),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown backend {s:?}: expected epoll or poll"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Identifies a registered source: slab index in the low half, generation in the high half, so that a
+/// stale event for a closed fd whose number was reused never reaches the new owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Token(pub(crate) u64);
+
+impl Token {
+    /// The token of the loop's own wake-up eventfd.
+    pub(crate) const WAKE: Token = Token(u64::MAX);
+    /// No source: an object that is not open.
+    pub(crate) const NONE: Token = Token(u64::MAX - 1);
+
+    pub(crate) fn new(index: usize, generation: u32) -> Token {
+        Token(index as u64 & 0xffff_ffff | (generation as u64) << 32)
+    }
+    pub(crate) fn index(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// One readiness report.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Event {
+    pub(crate) token: Token,
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+}
+
+/// What every backend provides to the loop.
+pub(crate) trait Driver {
+    /// Starts watching `fd` for both directions under `token`, for as long as it stays registered.
+    fn register(&mut self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()>;
+    /// Stops watching `fd`. Called before the fd is closed or handed back to its owner.
+    fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()>;
+    /// Waits up to `timeout` (`None`: without limit) and appends what became ready to `events`.
+    /// `sources` tells a level-triggered backend which fds have waiters in which direction.
+    fn wait(
+        &mut self,
+        sources: &SourceTable,
+        timeout: Option<Duration>,
+        events: &mut Vec<Event>,
+    ) -> io::Result<()>;
+}
+
+/// The backend chosen at construction; dispatches by `match` so the calls can inline.
+pub(crate) enum AnyDriver {
+    Epoll(epoll::EpollDriver),
+    Poll(poll::PollDriver),
+}
+
+impl AnyDriver {
+    /// Creates the backend and registers the loop's wake-up fd with it.
+    pub(crate) fn new(backend: Backend, wake_fd: BorrowedFd<'_>) -> io::Result<AnyDriver> {
+        Ok(match backend {
+            Backend::Epoll => AnyDriver::Epoll(epoll::EpollDriver::new(wake_fd)?),
+            Backend::Poll => AnyDriver::Poll(poll::PollDriver::new(wake_fd)?),
+        })
+    }
+}
+
+impl Driver for AnyDriver {
+    #[inline]
+    fn register(&mut self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()> {
+        match self {
+            AnyDriver::Epoll(d) => d.register(fd, token),
+            AnyDriver::Poll(d) => d.register(fd, token),
+        }
+    }
+    #[inline]
+    fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        match self {
+            AnyDriver::Epoll(d) => d.deregister(fd),
+            AnyDriver::Poll(d) => d.deregister(fd),
+        }
+    }
+    #[inline]
+    fn wait(
+        &mut self,
+        sources: &SourceTable,
+        timeout: Option<Duration>,
+        events: &mut Vec<Event>,
+    ) -> io::Result<()> {
+        match self {
+            AnyDriver::Epoll(d) => d.wait(sources, timeout, events),
+            AnyDriver::Poll(d) => d.wait(sources, timeout, events),
+        }
+    }
+}
+
+/// Converts a wait timeout for the syscalls, rounding up so that a timer is never woken early.
+pub(crate) fn timespec(timeout: Option<Duration>) -> Option<rustix::time::Timespec> {
+    // Capped at a day: longer waits gain nothing and would overflow the kernel's millisecond count.
+    timeout
+        .map(|d| d.min(Duration::from_secs(86_400)))
+        .map(|d| rustix::time::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos() as _,
+        })
+}

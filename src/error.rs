@@ -1,0 +1,27 @@
+//! The errors `aio` reports itself (besides what the kernel says), each with a message that names what
+//! went wrong.
+
+use std::io;
+
+/// The error a pending operation completes with when it is cancelled: `ECANCELED`, booster's and
+/// Asio's `operation_aborted`, by `cancel()`, `close()`, dropping its object or dropping its future.
+pub fn cancelled() -> io::Error {
+    io::Error::from_raw_os_error(libc::ECANCELED)
+}
+
+/// Whether `err` reports a cancelled operation (`ECANCELED`).
+///
+/// ```
+/// assert!(aio::is_cancelled(&aio::error::cancelled()));
+/// ```
+pub fn is_cancelled(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::ECANCELED)
+}
+
+/// An operation on an object that is closed (or was never opened).
+pub(crate) fn closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "operation on a socket or device that is not open (closed, released or never opened)",
+    )
+}

@@ -1,0 +1,135 @@
+//! [`IoDevice`]: readiness waits on any pollable fd, owned or not.
+//!
+//! booster's `basic_io_device`: `assign` an fd to own it, or `attach` one the caller keeps (stdin, a
+//! library's socket, a timerfd, an inotify fd), then wait for it to become readable or writable and do
+//! the I/O yourself. This is how any library that exposes a pollable fd joins the loop.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::LocalHandle;
+use crate::driver::Token;
+use crate::op::{Interest, Op, Ready};
+use crate::service::source::FdSlot;
+
+/// A watched fd. Waits complete when the fd is ready; the I/O is the caller's.
+///
+/// ```
+/// use std::io::Write;
+/// use aio::{IoDevice, IoService};
+/// let svc = IoService::new()?;
+/// let (reader, mut writer) = std::io::pipe()?;
+/// let device = IoDevice::new(&svc, reader)?;
+/// writer.write_all(b"x")?;
+/// svc.block_on(device.readable())?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct IoDevice {
+    svc: LocalHandle,
+    token: std::cell::Cell<Token>,
+}
+
+impl IoDevice {
+    /// Watches `fd` and owns it: it is closed with the device (booster's `assign`). The fd's blocking
+    /// mode is left as it is.
+    ///
+    /// # Errors
+    /// `Unsupported` for fds the backend cannot watch (regular files); what registering reports.
+    pub fn new(svc: &LocalHandle, fd: impl Into<OwnedFd>) -> io::Result<IoDevice> {
+        let token = svc.add_source(FdSlot::Owned(fd.into()))?;
+        Ok(IoDevice {
+            svc: svc.clone(),
+            token: std::cell::Cell::new(token),
+        })
+    }
+
+    /// Watches `fd` without owning it: it is never closed by `aio` (booster's `attach`); `close`,
+    /// `release` or dropping the device only stops watching it.
+    ///
+    /// # Safety
+    /// `fd` must stay open, and must not be replaced by another file under the same number, for as
+    /// long as the device watches it (until it is closed, released or dropped).
+    ///
+    /// # Errors
+    /// As for [`IoDevice::new`].
+    pub unsafe fn attach(svc: &LocalHandle, fd: RawFd) -> io::Result<IoDevice> {
+        let token = svc.add_source(FdSlot::Attached(fd))?;
+        Ok(IoDevice {
+            svc: svc.clone(),
+            token: std::cell::Cell::new(token),
+        })
+    }
+
+    /// Completes when the fd is readable (or has an error or hang-up to report).
+    pub fn readable(&self) -> Op<Ready> {
+        Op::new(&self.svc, self.token.get(), Ready::new(Interest::Read))
+    }
+
+    /// Completes when the fd is writable (or has an error or hang-up to report).
+    pub fn writable(&self) -> Op<Ready> {
+        Op::new(&self.svc, self.token.get(), Ready::new(Interest::Write))
+    }
+
+    /// Sets or clears `O_NONBLOCK` on the fd (booster's `set_non_blocking`). Note that the flag
+    /// belongs to the open file, which other processes may share (a terminal's stdin).
+    ///
+    /// # Errors
+    /// `NotConnected` if closed; what `fcntl` reports.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.svc.with_fd(self.token.get(), |fd| {
+            let mut flags = rustix::fs::fcntl_getfl(fd)?;
+            flags.set(rustix::fs::OFlags::NONBLOCK, nonblocking);
+            Ok(rustix::fs::fcntl_setfl(fd, flags)?)
+        })
+    }
+
+    /// Completes pending waits with `ECANCELED`; the device keeps watching.
+    pub fn cancel(&self) {
+        self.svc.cancel_source(self.token.get());
+    }
+
+    /// Stops watching; pending waits complete with `ECANCELED`; an owned fd is closed, an attached one
+    /// left open.
+    pub fn close(&self) {
+        drop(self.svc.remove_source(self.token.replace(Token::NONE)));
+    }
+
+    /// Stops watching and hands an owned fd back, open; `None` for an attached fd (it was never ours)
+    /// or a closed device.
+    pub fn release(&self) -> Option<OwnedFd> {
+        self.svc
+            .remove_source(self.token.replace(Token::NONE))
+            .and_then(LocalHandle::owned_fd)
+    }
+
+    /// Whether the device is watching an fd.
+    pub fn is_open(&self) -> bool {
+        self.native().is_some()
+    }
+
+    /// The raw fd, while watched (booster's `native()`).
+    pub fn native(&self) -> Option<RawFd> {
+        self.svc
+            .with_fd(self.token.get(), |fd| Ok(fd.as_raw_fd()))
+            .ok()
+    }
+
+    /// The loop this device belongs to.
+    pub fn service(&self) -> &LocalHandle {
+        &self.svc
+    }
+}
+
+impl Drop for IoDevice {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for IoDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoDevice")
+            .field("fd", &self.native())
+            .finish()
+    }
+}

@@ -1,0 +1,127 @@
+//! What every socket-like object shares: its place in the loop's source table, opening, closing,
+//! cancelling, releasing, and access to the fd for options.
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::OwnedFd;
+
+use socket2::{SockRef, Socket, Type};
+
+use crate::LocalHandle;
+use crate::driver::Token;
+use crate::net::endpoint::{Endpoint, Family};
+use crate::service::source::FdSlot;
+
+pub(crate) struct SocketCore {
+    svc: LocalHandle,
+    token: Cell<Token>,
+}
+
+impl SocketCore {
+    pub(crate) fn new(svc: &LocalHandle) -> SocketCore {
+        SocketCore {
+            svc: svc.clone(),
+            token: Cell::new(Token::NONE),
+        }
+    }
+
+    pub(crate) fn svc(&self) -> &LocalHandle {
+        &self.svc
+    }
+
+    pub(crate) fn token(&self) -> Token {
+        self.token.get()
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.svc.with_fd(self.token(), |_| Ok(())).is_ok()
+    }
+
+    /// Creates a non-blocking, close-on-exec socket of `family` and `ty` and registers it.
+    pub(crate) fn open(&self, family: Family, ty: Type) -> io::Result<()> {
+        if self.is_open() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the socket is already open",
+            ));
+        }
+        let socket = Socket::new(family.domain(), ty.nonblocking(), None)
+            .map_err(|e| io::Error::new(e.kind(), format!("opening a {family:?} socket: {e}")))?;
+        self.register(OwnedFd::from(socket))
+    }
+
+    /// Opens for `endpoint`'s family unless already open.
+    pub(crate) fn ensure_open(&self, endpoint: &Endpoint, ty: Type) -> io::Result<()> {
+        if self.is_open() {
+            Ok(())
+        } else {
+            self.open(endpoint.family(), ty)
+        }
+    }
+
+    /// Takes ownership of a non-blocking fd and registers it, closing whatever was open before.
+    pub(crate) fn register(&self, fd: OwnedFd) -> io::Result<()> {
+        let token = self.svc.add_source(FdSlot::Owned(fd))?;
+        self.close();
+        self.token.set(token);
+        Ok(())
+    }
+
+    /// Makes `fd` non-blocking, then registers it.
+    pub(crate) fn adopt(&self, fd: OwnedFd) -> io::Result<()> {
+        SockRef::from(&fd).set_nonblocking(true)?;
+        self.register(fd)
+    }
+
+    /// Runs `f` on the socket (options, bind, listen...).
+    pub(crate) fn with_socket<R>(
+        &self,
+        f: impl FnOnce(SockRef<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.svc.with_fd(self.token(), |fd| f(SockRef::from(&fd)))
+    }
+
+    pub(crate) fn local_endpoint(&self) -> io::Result<Endpoint> {
+        self.with_socket(|s| Endpoint::from_sock_addr(&s.local_addr()?))
+    }
+
+    pub(crate) fn peer_endpoint(&self) -> io::Result<Endpoint> {
+        self.with_socket(|s| Endpoint::from_sock_addr(&s.peer_addr()?))
+    }
+
+    /// Completes pending operations with `ECANCELED`; the socket stays open.
+    pub(crate) fn cancel(&self) {
+        self.svc.cancel_source(self.token());
+    }
+
+    /// Cancels pending operations and closes the fd. Closing twice does nothing.
+    pub(crate) fn close(&self) {
+        let token = self.token.replace(Token::NONE);
+        drop(self.svc.remove_source(token));
+    }
+
+    /// Cancels pending operations and hands the fd back without closing it.
+    pub(crate) fn release(&self) -> io::Result<OwnedFd> {
+        let token = self.token.replace(Token::NONE);
+        self.svc
+            .remove_source(token)
+            .and_then(LocalHandle::owned_fd)
+            .ok_or_else(crate::error::closed)
+    }
+}
+
+impl Drop for SocketCore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for SocketCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fd = self
+            .svc
+            .with_fd(self.token(), |fd| Ok(std::os::fd::AsRawFd::as_raw_fd(&fd)))
+            .ok();
+        f.debug_struct("Socket").field("fd", &fd).finish()
+    }
+}

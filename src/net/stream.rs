@@ -1,0 +1,334 @@
+//! [`StreamSocket`]: a connected byte stream, TCP or Unix, behind one type.
+//!
+//! booster's `stream_socket` and Asio's `ip::tcp::socket` / `local::stream_protocol::socket` in one:
+//! the endpoint decides the family, so the same code serves TCP and Unix sockets.
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Socket, Type};
+
+use crate::LocalHandle;
+use crate::buf::{IoBuf, IoBufMut};
+use crate::net::endpoint::{Endpoint, Family};
+use crate::net::socket::SocketCore;
+use crate::op::{
+    Connect, Dial, Op, ReadExact, ReadSome, ReadVectored, WriteAll, WriteSome, WriteVectored,
+};
+
+/// A stream socket (TCP or Unix) bound to a loop.
+///
+/// Methods take `&self`, so a socket can sit in an `Rc`-shared session and be used from its handlers.
+/// Operations return an [`Op`]: finish it with `.then(handler)` or `.await`. Dropping or closing the
+/// socket completes its pending operations with `ECANCELED`.
+///
+/// ```
+/// use aio::{Acceptor, Endpoint, IoService, StreamSocket};
+/// let svc = IoService::new()?;
+/// let acceptor = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
+/// let addr = acceptor.local_endpoint()?;
+/// let client = svc.spawn({
+///     let svc = svc.local();
+///     async move {
+///         let socket = StreamSocket::dial(&svc, &addr).await?;
+///         let (res, _) = socket.write_all(b"hello".to_vec()).await;
+///         res
+///     }
+/// });
+/// let (socket, _peer) = svc.block_on(acceptor.accept())?;
+/// let (res, buf) = svc.block_on(socket.read_exact(vec![0; 5]));
+/// res?;
+/// assert_eq!(buf, b"hello");
+/// svc.block_on(client).unwrap()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct StreamSocket {
+    core: SocketCore,
+}
+
+impl StreamSocket {
+    /// A socket that is not open yet (booster's `stream_socket s(srv)`): `open`, `bind` or `connect`
+    /// opens it.
+    pub fn new(svc: &LocalHandle) -> StreamSocket {
+        StreamSocket {
+            core: SocketCore::new(svc),
+        }
+    }
+
+    /// Opens a socket and connects it to `endpoint` (TCP or Unix, by the endpoint's family).
+    pub fn dial(svc: &LocalHandle, endpoint: &Endpoint) -> Op<Dial> {
+        let socket = StreamSocket::new(svc);
+        let prepared = endpoint.to_sock_addr().and_then(|addr| {
+            socket.open(endpoint.family())?;
+            Ok(addr)
+        });
+        let token = socket.core.token();
+        match prepared {
+            Ok(addr) => Op::new(
+                svc,
+                token,
+                Dial::new(socket, Connect::new(endpoint.clone(), addr)),
+            ),
+            Err(e) => Op::failed(
+                svc,
+                Dial::new(socket, Connect::unprepared(endpoint.clone())),
+                e,
+            ),
+        }
+    }
+
+    /// A connected pair of Unix stream sockets (booster's `socket_pair`).
+    ///
+    /// # Errors
+    /// What `socketpair(2)` or registering with the loop reports.
+    pub fn pair(svc: &LocalHandle) -> io::Result<(StreamSocket, StreamSocket)> {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM.nonblocking(), None)?;
+        let first = StreamSocket::new(svc);
+        first.core.register(OwnedFd::from(a))?;
+        let second = StreamSocket::new(svc);
+        second.core.register(OwnedFd::from(b))?;
+        Ok((first, second))
+    }
+
+    /// Takes ownership of a connected stream socket (a `std::net::TcpStream`,
+    /// `std::os::unix::net::UnixStream`, or any `OwnedFd` of one) and makes it non-blocking.
+    ///
+    /// # Errors
+    /// If the fd cannot be made non-blocking or registered with the loop.
+    pub fn from_fd(svc: &LocalHandle, fd: impl Into<OwnedFd>) -> io::Result<StreamSocket> {
+        let socket = StreamSocket::new(svc);
+        socket.core.adopt(fd.into())?;
+        Ok(socket)
+    }
+
+    pub(crate) fn from_accepted(svc: &LocalHandle, fd: OwnedFd) -> io::Result<StreamSocket> {
+        let socket = StreamSocket::new(svc);
+        socket.core.register(fd)?;
+        Ok(socket)
+    }
+
+    /// Opens the socket for `family` (booster's `open`), closing any socket held before.
+    ///
+    /// # Errors
+    /// `AlreadyExists` if it is open; what `socket(2)` reports.
+    pub fn open(&self, family: Family) -> io::Result<()> {
+        self.core.open(family, Type::STREAM)
+    }
+
+    /// Binds the local end (opening the socket for the endpoint's family first if needed).
+    ///
+    /// # Errors
+    /// What `bind(2)` reports, with the endpoint in the message.
+    pub fn bind(&self, endpoint: &Endpoint) -> io::Result<()> {
+        let addr = endpoint.to_sock_addr()?;
+        self.core.ensure_open(endpoint, Type::STREAM)?;
+        self.core
+            .with_socket(|s| s.bind(&addr))
+            .map_err(|e| io::Error::new(e.kind(), format!("bind to {endpoint}: {e}")))
+    }
+
+    /// Connects to `endpoint`, opening the socket for its family first if needed (booster's
+    /// `async_connect`). Completes with `Ok(())` once connected.
+    pub fn connect(&self, endpoint: &Endpoint) -> Op<Connect> {
+        let svc = self.core.svc();
+        let prepared = endpoint.to_sock_addr().and_then(|addr| {
+            self.core.ensure_open(endpoint, Type::STREAM)?;
+            Ok(addr)
+        });
+        match prepared {
+            Ok(addr) => Op::new(svc, self.core.token(), Connect::new(endpoint.clone(), addr)),
+            Err(e) => Op::failed(svc, Connect::unprepared(endpoint.clone()), e),
+        }
+    }
+
+    /// Reads what is available, up to the buffer's capacity (`Ok(0)`: end of stream).
+    pub fn read_some<B: IoBufMut>(&self, buf: B) -> Op<ReadSome<B>> {
+        Op::new(self.core.svc(), self.core.token(), ReadSome::new(buf))
+    }
+
+    /// Fills the whole buffer (its capacity; use [`IoBuf::slice`] for less); an end of stream first
+    /// is `UnexpectedEof`.
+    pub fn read_exact<B: IoBufMut>(&self, buf: B) -> Op<ReadExact<B>> {
+        Op::new(self.core.svc(), self.core.token(), ReadExact::new(buf))
+    }
+
+    /// Reads into several buffers in order (scatter).
+    pub fn read_vectored<B: IoBufMut>(&self, bufs: Vec<B>) -> Op<ReadVectored<B>> {
+        Op::new(self.core.svc(), self.core.token(), ReadVectored::new(bufs))
+    }
+
+    /// Writes what the socket takes now (at least one byte of a non-empty buffer).
+    pub fn write_some<B: IoBuf>(&self, buf: B) -> Op<WriteSome<B>> {
+        Op::new(self.core.svc(), self.core.token(), WriteSome::new(buf))
+    }
+
+    /// Writes every initialised byte of the buffer (booster's `async_write`).
+    pub fn write_all<B: IoBuf>(&self, buf: B) -> Op<WriteAll<B>> {
+        Op::new(self.core.svc(), self.core.token(), WriteAll::new(buf))
+    }
+
+    /// Writes several buffers in order (gather), as much as the socket takes now.
+    pub fn write_vectored<B: IoBuf>(&self, bufs: Vec<B>) -> Op<WriteVectored<B>> {
+        Op::new(self.core.svc(), self.core.token(), WriteVectored::new(bufs))
+    }
+
+    /// Shuts down reading, writing or both; the socket stays open.
+    ///
+    /// # Errors
+    /// `NotConnected` if closed, or what `shutdown(2)` reports.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.core.with_socket(|s| s.shutdown(how))
+    }
+
+    /// Completes pending operations with `ECANCELED`; the socket stays open and usable.
+    pub fn cancel(&self) {
+        self.core.cancel();
+    }
+
+    /// Completes pending operations with `ECANCELED` and closes the fd. Closing twice does nothing.
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Whether the socket is open.
+    pub fn is_open(&self) -> bool {
+        self.core.is_open()
+    }
+
+    /// Stops using the fd and hands it back, open (pending operations complete with `ECANCELED`).
+    /// The fd stays non-blocking.
+    ///
+    /// # Errors
+    /// `NotConnected` if the socket is not open.
+    pub fn release(&self) -> io::Result<OwnedFd> {
+        self.core.release()
+    }
+
+    /// Releases the socket as a `std::net::TcpStream` (still non-blocking).
+    ///
+    /// # Errors
+    /// As for [`release`](StreamSocket::release).
+    pub fn into_std_tcp(self) -> io::Result<std::net::TcpStream> {
+        self.release().map(std::net::TcpStream::from)
+    }
+
+    /// Releases the socket as a `std::os::unix::net::UnixStream` (still non-blocking).
+    ///
+    /// # Errors
+    /// As for [`release`](StreamSocket::release).
+    pub fn into_std_unix(self) -> io::Result<std::os::unix::net::UnixStream> {
+        self.release().map(std::os::unix::net::UnixStream::from)
+    }
+
+    /// How many bytes can be read without waiting (`FIONREAD`).
+    ///
+    /// # Errors
+    /// `NotConnected` if closed, or what the ioctl reports.
+    pub fn bytes_readable(&self) -> io::Result<usize> {
+        self.core.svc().with_fd(self.core.token(), |fd| {
+            Ok(rustix::io::ioctl_fionread(fd)? as usize)
+        })
+    }
+
+    /// The local endpoint.
+    ///
+    /// # Errors
+    /// `NotConnected` if closed, or what `getsockname(2)` reports.
+    pub fn local_endpoint(&self) -> io::Result<Endpoint> {
+        self.core.local_endpoint()
+    }
+
+    /// The peer's endpoint (booster's `remote_endpoint`).
+    ///
+    /// # Errors
+    /// `NotConnected` if closed or not connected.
+    pub fn peer_endpoint(&self) -> io::Result<Endpoint> {
+        self.core.peer_endpoint()
+    }
+
+    /// Disables (true) or enables Nagle's algorithm (`TCP_NODELAY`; TCP only).
+    ///
+    /// # Errors
+    /// What `setsockopt` reports (e.g. on a Unix socket).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.core.with_socket(|s| s.set_tcp_nodelay(nodelay))
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    ///
+    /// # Errors
+    /// What `getsockopt` reports.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.core.with_socket(|s| s.tcp_nodelay())
+    }
+
+    /// Enables or disables `SO_KEEPALIVE`.
+    ///
+    /// # Errors
+    /// What `setsockopt` reports.
+    pub fn set_keepalive(&self, keepalive: bool) -> io::Result<()> {
+        self.core.with_socket(|s| s.set_keepalive(keepalive))
+    }
+
+    /// Whether `SO_KEEPALIVE` is set.
+    ///
+    /// # Errors
+    /// What `getsockopt` reports.
+    pub fn keepalive(&self) -> io::Result<bool> {
+        self.core.with_socket(|s| s.keepalive())
+    }
+
+    /// Sets `SO_SNDBUF` (the kernel may double or clamp it).
+    ///
+    /// # Errors
+    /// What `setsockopt` reports.
+    pub fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        self.core.with_socket(|s| s.set_send_buffer_size(bytes))
+    }
+
+    /// `SO_SNDBUF` as the kernel reports it.
+    ///
+    /// # Errors
+    /// What `getsockopt` reports.
+    pub fn send_buffer_size(&self) -> io::Result<usize> {
+        self.core.with_socket(|s| s.send_buffer_size())
+    }
+
+    /// Sets `SO_RCVBUF` (the kernel may double or clamp it).
+    ///
+    /// # Errors
+    /// What `setsockopt` reports.
+    pub fn set_recv_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        self.core.with_socket(|s| s.set_recv_buffer_size(bytes))
+    }
+
+    /// `SO_RCVBUF` as the kernel reports it.
+    ///
+    /// # Errors
+    /// What `getsockopt` reports.
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        self.core.with_socket(|s| s.recv_buffer_size())
+    }
+
+    /// The raw fd, while open (booster's `native()`); the socket keeps owning it.
+    pub fn native(&self) -> Option<RawFd> {
+        self.core
+            .svc()
+            .with_fd(self.core.token(), |fd| Ok(fd.as_raw_fd()))
+            .ok()
+    }
+
+    /// The loop this socket belongs to (booster's `get_io_service`).
+    pub fn service(&self) -> &LocalHandle {
+        self.core.svc()
+    }
+}
+
+impl std::fmt::Debug for StreamSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSocket")
+            .field("fd", &self.native())
+            .finish()
+    }
+}

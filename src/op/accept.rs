@@ -1,0 +1,69 @@
+//! Accepting connections.
+//!
+//! An accept that finds no connection (`EAGAIN`, or one that vanished: `ECONNABORTED`, `EPROTO`) waits
+//! again: several processes may share one listener (booster's prefork pattern) and lose races. Running
+//! out of fds (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) is reported to the handler, and the acceptor then
+//! waits for a new connection or a short back-off before trying again, so a handler that simply
+//! accepts again does not spin the loop.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use super::{Cx, Interest, Operation, Step, sealed};
+use crate::net::endpoint::Endpoint;
+use crate::net::stream::StreamSocket;
+
+/// How long an acceptor that ran out of fds waits before trying again without a new connection.
+pub(crate) const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts one connection: the new socket and the peer's endpoint. Made by
+/// [`Acceptor::accept`](crate::Acceptor::accept).
+#[derive(Debug, Default)]
+pub struct Accept {
+    _private: (),
+}
+
+impl Accept {
+    pub(crate) fn new() -> Accept {
+        Accept::default()
+    }
+}
+
+impl sealed::Sealed for Accept {}
+
+impl Operation for Accept {
+    type Output = io::Result<(StreamSocket, Endpoint)>;
+
+    fn interest(&self) -> Interest {
+        Interest::Read
+    }
+
+    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
+        let fd = cx.fd();
+        let listener = socket2::SockRef::from(&fd);
+        loop {
+            match listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+                Ok((socket, addr)) => {
+                    let peer = Endpoint::from_sock_addr(&addr).unwrap_or(Endpoint::Unnamed);
+                    let result = StreamSocket::from_accepted(cx.svc(), OwnedFd::from(socket))
+                        .map(|s| (s, peer));
+                    return Step::Done(result);
+                }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Step::Wait(self),
+                    Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO) => continue,
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        cx.retry_after(EXHAUSTED_BACKOFF);
+                        return Step::Done(Err(e));
+                    }
+                    _ => return Step::Done(Err(e)),
+                },
+            }
+        }
+    }
+
+    fn fail(self, err: io::Error) -> Self::Output {
+        Err(err)
+    }
+}

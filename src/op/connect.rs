@@ -1,0 +1,139 @@
+//! Connecting a stream socket: a non-blocking `connect`, then a wait for writability and a look at
+//! `SO_ERROR`.
+
+use std::io;
+
+use super::{Cx, Interest, Operation, Step, sealed};
+use crate::net::endpoint::Endpoint;
+use crate::net::stream::StreamSocket;
+
+/// Connects an open socket to an endpoint. Made by
+/// [`StreamSocket::connect`](crate::StreamSocket::connect).
+#[derive(Debug)]
+pub struct Connect {
+    endpoint: Endpoint,
+    addr: Option<socket2::SockAddr>,
+    started: bool,
+}
+
+impl Connect {
+    pub(crate) fn new(endpoint: Endpoint, addr: socket2::SockAddr) -> Connect {
+        Connect {
+            endpoint,
+            addr: Some(addr),
+            started: false,
+        }
+    }
+
+    /// A connect that will never be tried (its socket could not be opened).
+    pub(crate) fn unprepared(endpoint: Endpoint) -> Connect {
+        Connect {
+            endpoint,
+            addr: None,
+            started: false,
+        }
+    }
+
+    fn context(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("connect to {}: {e}", self.endpoint))
+    }
+
+    /// One step: `Ok(true)` connected, `Ok(false)` in progress.
+    fn step(&mut self, cx: &Cx<'_>) -> io::Result<bool> {
+        let fd = cx.fd();
+        let socket = socket2::SockRef::from(&fd);
+        if !self.started {
+            self.started = true;
+            let Some(addr) = self.addr.take() else {
+                return Err(crate::error::closed());
+            };
+            return match socket.connect(&addr) {
+                Ok(()) => Ok(true),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {
+                    Ok(false)
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the listening Unix socket's backlog is full",
+                )),
+                Err(e) => Err(e),
+            };
+        }
+        if let Some(e) = socket.take_error()? {
+            return Err(e);
+        }
+        match socket.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl sealed::Sealed for Connect {}
+
+impl Operation for Connect {
+    type Output = io::Result<()>;
+
+    fn interest(&self) -> Interest {
+        Interest::Write
+    }
+
+    fn needs_ready(&self) -> bool {
+        // The connect call itself needs no readiness; only its completion does.
+        self.started
+    }
+
+    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+        match self.step(cx) {
+            Ok(true) => Step::Done(Ok(())),
+            Ok(false) => Step::Wait(self),
+            Err(e) => Step::Done(Err(self.context(e))),
+        }
+    }
+
+    fn fail(self, err: io::Error) -> Self::Output {
+        Err(err)
+    }
+}
+
+/// Opens a socket for an endpoint's family and connects it. Made by
+/// [`StreamSocket::dial`](crate::StreamSocket::dial).
+#[derive(Debug)]
+pub struct Dial {
+    socket: StreamSocket,
+    connect: Connect,
+}
+
+impl Dial {
+    pub(crate) fn new(socket: StreamSocket, connect: Connect) -> Dial {
+        Dial { socket, connect }
+    }
+}
+
+impl sealed::Sealed for Dial {}
+
+impl Operation for Dial {
+    type Output = io::Result<StreamSocket>;
+
+    fn interest(&self) -> Interest {
+        Interest::Write
+    }
+
+    fn needs_ready(&self) -> bool {
+        self.connect.needs_ready()
+    }
+
+    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
+        let Dial { socket, connect } = self;
+        match connect.attempt(cx) {
+            Step::Done(Ok(())) => Step::Done(Ok(socket)),
+            Step::Done(Err(e)) => Step::Done(Err(e)),
+            Step::Wait(connect) => Step::Wait(Dial { socket, connect }),
+        }
+    }
+
+    fn fail(self, err: io::Error) -> Self::Output {
+        Err(err)
+    }
+}

@@ -1,0 +1,456 @@
+//! Operations and the [`Op`] type.
+//!
+//! Every asynchronous operation of `aio` (a read, a write, an accept, a connect, a readiness wait) is
+//! one value, `Op<O>`, that does nothing until it is finished in one of two ways:
+//!
+//! - `.then(handler)` starts it and calls `handler` exactly once, on the loop, with the result first
+//!   (booster's completion handler, without the lifetime rules: the `Op` owns its buffer and the
+//!   handler owns whatever it captures, so a session lives exactly as long as it has an operation
+//!   pending);
+//! - `.await` drives it as a future inside [`spawn`](crate::LocalHandle::spawn) or
+//!   [`block_on`](crate::LocalHandle::block_on).
+//!
+//! The handler never runs inside `then` itself, even when the result is known at once. Dropping an
+//! unfinished future cancels the operation.
+//!
+//! On a readiness backend an operation first tries its syscall (unless the last one on that direction
+//! said `EAGAIN` and no event has come since), and waits only when the kernel says `EAGAIN`.
+
+mod accept;
+mod connect;
+mod read;
+mod ready;
+mod write;
+
+pub use accept::Accept;
+pub use connect::{Connect, Dial};
+pub use read::{ReadExact, ReadSome, ReadVectored};
+pub use ready::Ready;
+pub use write::{WriteAll, WriteSome, WriteVectored};
+
+use std::future::Future;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::LocalHandle;
+use crate::driver::Token;
+use crate::service::Job;
+use crate::service::source::Waiter;
+
+/// A direction of readiness an operation waits for.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Interest {
+    Read,
+    Write,
+}
+
+/// What one try of an operation came to.
+#[doc(hidden)]
+pub enum Step<O: Operation> {
+    /// Finished, with its output.
+    Done(O::Output),
+    /// The kernel said `EAGAIN`: wait for the direction to become ready, then try again.
+    Wait(O),
+}
+
+/// What an operation's try may use and report.
+#[doc(hidden)]
+pub struct Cx<'a> {
+    fd: BorrowedFd<'a>,
+    svc: &'a LocalHandle,
+    token: Token,
+    drained: bool,
+    retry_after: Option<Duration>,
+}
+
+impl<'a> Cx<'a> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'a> {
+        self.fd
+    }
+    pub(crate) fn svc(&self) -> &'a LocalHandle {
+        self.svc
+    }
+    /// The syscall showed the direction is now empty (a short read): the next operation waits for an
+    /// event instead of trying first.
+    pub(crate) fn mark_drained(&mut self) {
+        self.drained = true;
+    }
+    /// Do not try again before `delay` has passed, even if no event comes (back-off after `EMFILE`).
+    pub(crate) fn retry_after(&mut self, delay: Duration) {
+        self.drained = true;
+        self.retry_after = Some(delay);
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The operations [`Op`] can carry: implemented by the types in this module only.
+pub trait Operation: sealed::Sealed + Unpin + Sized + 'static {
+    /// What the operation completes with; buffers come back inside it.
+    type Output;
+    #[doc(hidden)]
+    fn interest(&self) -> Interest;
+    /// Whether a try must wait until the direction is ready (false for a first step, such as the
+    /// `connect` call itself, that needs no readiness).
+    #[doc(hidden)]
+    fn needs_ready(&self) -> bool {
+        true
+    }
+    #[doc(hidden)]
+    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self>;
+    #[doc(hidden)]
+    fn fail(self, err: io::Error) -> Self::Output;
+}
+
+/// One asynchronous operation: finish it with [`then`](Op::then) or `.await`.
+///
+/// ```
+/// use aio::{IoService, StreamSocket};
+/// let svc = IoService::new()?;
+/// let (a, b) = StreamSocket::pair(&svc)?;
+/// // Callback style: the handler gets the result first, then the buffer back.
+/// a.write_all(b"ping".to_vec()).then(|(res, _buf)| res.expect("write"));
+/// // Future style: the same kind of value, awaited.
+/// let (res, buf) = svc.block_on(b.read_exact(vec![0u8; 4]));
+/// res?;
+/// assert_eq!(buf, b"ping");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[must_use = "an Op does nothing until it is finished with .then(handler) or .await"]
+pub struct Op<O: Operation> {
+    svc: LocalHandle,
+    token: Token,
+    state: State<O>,
+}
+
+enum State<O> {
+    Start(O),
+    Failed(O, io::Error),
+    Waiting { op: O, id: u64, epoch: u32 },
+    Done,
+}
+
+impl<O: Operation> Op<O> {
+    pub(crate) fn new(svc: &LocalHandle, token: Token, op: O) -> Op<O> {
+        Op {
+            svc: svc.clone(),
+            token,
+            state: State::Start(op),
+        }
+    }
+
+    /// An operation that completes with `err` without trying (its object could not be set up).
+    pub(crate) fn failed(svc: &LocalHandle, op: O, err: io::Error) -> Op<O> {
+        Op {
+            svc: svc.clone(),
+            token: Token::NONE,
+            state: State::Failed(op, err),
+        }
+    }
+
+    /// Starts the operation; `handler` runs exactly once, on the loop, with the result, after this
+    /// call has returned. If the `IoService` is dropped first, the handler is dropped without running.
+    pub fn then<F>(mut self, handler: F)
+    where
+        F: FnOnce(O::Output) + 'static,
+    {
+        let op = match std::mem::replace(&mut self.state, State::Done) {
+            State::Start(op) => op,
+            State::Waiting { op, id, .. } => {
+                self.svc.withdraw(self.token, op.interest(), id);
+                op
+            }
+            State::Failed(op, err) => {
+                if !self.svc.is_shut_down() {
+                    self.svc.push_job(Job::Op(Box::new(CallbackOp {
+                        token: self.token,
+                        slot: Slot::<O>::Finished(op.fail(err)),
+                        handler,
+                    })));
+                }
+                return;
+            }
+            State::Done => return,
+        };
+        CallbackOp::start(&self.svc, self.token, op, handler);
+    }
+}
+
+impl<O: Operation> Future for Op<O> {
+    type Output = O::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O::Output> {
+        let this = self.get_mut();
+        loop {
+            match std::mem::replace(&mut this.state, State::Done) {
+                State::Start(op) => match this.svc.attempt(this.token, op) {
+                    Step::Done(out) => return Poll::Ready(out),
+                    Step::Wait(op) => {
+                        let id = this.svc.next_waiter_id();
+                        let waiter = Waiter::Task {
+                            id,
+                            waker: cx.waker().clone(),
+                        };
+                        match this.svc.register(this.token, op.interest(), waiter) {
+                            Ok(epoch) => {
+                                this.state = State::Waiting { op, id, epoch };
+                                return Poll::Pending;
+                            }
+                            Err(_) => return Poll::Ready(op.fail(crate::error::closed())),
+                        }
+                    }
+                },
+                State::Waiting { op, id, epoch } => {
+                    match this
+                        .svc
+                        .waiter_state(this.token, op.interest(), id, epoch, cx.waker())
+                    {
+                        WaiterState::Waiting => {
+                            this.state = State::Waiting { op, id, epoch };
+                            return Poll::Pending;
+                        }
+                        WaiterState::Woken => this.state = State::Start(op),
+                        WaiterState::Cancelled => {
+                            return Poll::Ready(op.fail(crate::error::cancelled()));
+                        }
+                    }
+                }
+                State::Failed(op, err) => return Poll::Ready(op.fail(err)),
+                State::Done => panic!("aio::Op polled after it completed"),
+            }
+        }
+    }
+}
+
+impl<O: Operation> Drop for Op<O> {
+    fn drop(&mut self) {
+        if let State::Waiting { op, id, .. } = &self.state {
+            self.svc.withdraw(self.token, op.interest(), *id);
+        }
+    }
+}
+
+impl<O: Operation> std::fmt::Debug for Op<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            State::Start(_) | State::Failed(..) => "not started",
+            State::Waiting { .. } => "waiting",
+            State::Done => "done",
+        };
+        f.debug_struct("Op")
+            .field("operation", &std::any::type_name::<O>())
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// Where a waiting future stands.
+pub(crate) enum WaiterState {
+    /// Still queued: nothing happened.
+    Waiting,
+    /// Dequeued by an event: try again.
+    Woken,
+    /// Its source was closed or cancelled.
+    Cancelled,
+}
+
+/// A callback operation as the loop stores it: in a waiter list, then in the ready queue.
+pub(crate) trait ReadyOp {
+    /// Tries again after an event; true once finished (the result is stored for `complete`).
+    fn retry(&mut self, svc: &LocalHandle) -> bool;
+    /// Stores `err` as the result (cancellation).
+    fn cancel(&mut self, err: io::Error);
+    /// Calls the handler with the stored result.
+    fn complete(self: Box<Self>);
+}
+
+struct CallbackOp<O: Operation, F> {
+    token: Token,
+    slot: Slot<O>,
+    handler: F,
+}
+
+enum Slot<O: Operation> {
+    Pending(O),
+    Finished(O::Output),
+    Empty,
+}
+
+impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
+    fn start(svc: &LocalHandle, token: Token, op: O, handler: F) {
+        if svc.is_shut_down() {
+            return;
+        }
+        match svc.attempt(token, op) {
+            Step::Done(out) => svc.push_job(Job::Op(Box::new(CallbackOp {
+                token,
+                slot: Slot::<O>::Finished(out),
+                handler,
+            }))),
+            Step::Wait(op) => {
+                let interest = op.interest();
+                let boxed = Box::new(CallbackOp {
+                    token,
+                    slot: Slot::Pending(op),
+                    handler,
+                });
+                if let Err(Waiter::Callback(mut boxed)) =
+                    svc.register(token, interest, Waiter::Callback(boxed))
+                {
+                    boxed.cancel(crate::error::closed());
+                    svc.push_job(Job::Op(boxed));
+                }
+            }
+        }
+    }
+}
+
+impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> {
+    fn retry(&mut self, svc: &LocalHandle) -> bool {
+        match std::mem::replace(&mut self.slot, Slot::Empty) {
+            Slot::Pending(op) => match svc.attempt(self.token, op) {
+                Step::Done(out) => {
+                    self.slot = Slot::Finished(out);
+                    true
+                }
+                Step::Wait(op) => {
+                    self.slot = Slot::Pending(op);
+                    false
+                }
+            },
+            other => {
+                self.slot = other;
+                true
+            }
+        }
+    }
+
+    fn cancel(&mut self, err: io::Error) {
+        if let Slot::Pending(op) = std::mem::replace(&mut self.slot, Slot::Empty) {
+            self.slot = Slot::Finished(op.fail(err));
+        }
+    }
+
+    fn complete(self: Box<Self>) {
+        let this = *self;
+        if let Slot::Finished(out) = this.slot {
+            (this.handler)(out);
+        }
+    }
+}
+
+impl LocalHandle {
+    /// One try of `op` on `token`: skipped (`Wait`) while the direction is known not ready.
+    pub(crate) fn attempt<O: Operation>(&self, token: Token, op: O) -> Step<O> {
+        let interest = op.interest();
+        let raw = {
+            let sources = self.inner.sources.borrow();
+            let Some(source) = sources.get(token) else {
+                let err = if self.is_shut_down() {
+                    crate::service::shared::gone()
+                } else {
+                    crate::error::closed()
+                };
+                return Step::Done(op.fail(err));
+            };
+            if op.needs_ready() && !source.dir(interest).ready {
+                return Step::Wait(op);
+            }
+            std::os::fd::AsRawFd::as_raw_fd(&source.fd.borrow())
+        };
+        // SAFETY: the source is live, and it can only be closed by `remove_source`, which user code
+        // calls (close, drop, release) and an operation's try never does; so the fd stays open for the
+        // duration of `attempt`. The borrow of the table is released so that a try may register new
+        // sources (an accepted socket).
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let mut cx = Cx {
+            fd,
+            svc: self,
+            token,
+            drained: false,
+            retry_after: None,
+        };
+        let step = op.attempt(&mut cx);
+        if cx.drained || matches!(step, Step::Wait(_)) {
+            if let Some(source) = self.inner.sources.borrow_mut().get_mut(cx.token) {
+                source.dir_mut(interest).ready = false;
+            }
+        }
+        if let Some(delay) = cx.retry_after {
+            self.wake_after(token, interest, delay);
+        }
+        step
+    }
+
+    /// Queues a waiter; returns the source's cancel epoch, or the waiter back if the source is gone.
+    pub(crate) fn register(
+        &self,
+        token: Token,
+        interest: Interest,
+        waiter: Waiter,
+    ) -> Result<u32, Waiter> {
+        let mut sources = self.inner.sources.borrow_mut();
+        match sources.get_mut(token) {
+            Some(source) => {
+                source.dir_mut(interest).waiters.push_back(waiter);
+                Ok(source.cancel_epoch)
+            }
+            None => Err(waiter),
+        }
+    }
+
+    /// Removes a future's waiter (the future was dropped or turned into a callback).
+    pub(crate) fn withdraw(&self, token: Token, interest: Interest, id: u64) {
+        let mut sources = self.inner.sources.borrow_mut();
+        if let Some(source) = sources.get_mut(token) {
+            let waiters = &mut source.dir_mut(interest).waiters;
+            if let Some(pos) = waiters
+                .iter()
+                .position(|w| matches!(w, Waiter::Task { id: i, .. } if *i == id))
+            {
+                waiters.remove(pos);
+            }
+        }
+    }
+
+    fn waiter_state(
+        &self,
+        token: Token,
+        interest: Interest,
+        id: u64,
+        epoch: u32,
+        waker: &std::task::Waker,
+    ) -> WaiterState {
+        let mut sources = self.inner.sources.borrow_mut();
+        let Some(source) = sources.get_mut(token) else {
+            return WaiterState::Cancelled;
+        };
+        let cancelled = source.cancel_epoch != epoch;
+        let waiters = &mut source.dir_mut(interest).waiters;
+        let pos = waiters
+            .iter()
+            .position(|w| matches!(w, Waiter::Task { id: i, .. } if *i == id));
+        match (pos, cancelled) {
+            (Some(pos), true) => {
+                waiters.remove(pos);
+                WaiterState::Cancelled
+            }
+            (None, true) => WaiterState::Cancelled,
+            (Some(pos), false) => {
+                if let Some(Waiter::Task { waker: w, .. }) = waiters.get_mut(pos) {
+                    if !w.will_wake(waker) {
+                        *w = waker.clone();
+                    }
+                }
+                WaiterState::Waiting
+            }
+            (None, false) => WaiterState::Woken,
+        }
+    }
+}

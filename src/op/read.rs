@@ -1,0 +1,186 @@
+//! Reads: `read_some`, `read_exact` and vectored reads into owned buffers.
+
+use std::io;
+
+use super::{Cx, Interest, Operation, Step, sealed};
+use crate::buf::IoBufMut;
+
+/// Reads whatever is available, up to the buffer's [`bytes_total`](IoBufMut): `Ok(0)` means end of
+/// stream. Made by [`StreamSocket::read_some`](crate::StreamSocket::read_some).
+#[derive(Debug)]
+pub struct ReadSome<B> {
+    buf: B,
+}
+
+impl<B: IoBufMut> ReadSome<B> {
+    pub(crate) fn new(buf: B) -> Self {
+        ReadSome { buf }
+    }
+}
+
+impl<B> sealed::Sealed for ReadSome<B> {}
+
+impl<B: IoBufMut> Operation for ReadSome<B> {
+    type Output = (io::Result<usize>, B);
+
+    fn interest(&self) -> Interest {
+        Interest::Read
+    }
+
+    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+        let total = self.buf.bytes_total();
+        match read_into(cx, &mut self.buf, 0) {
+            Ok(None) => Step::Wait(self),
+            Ok(Some(n)) => {
+                if n < total {
+                    cx.mark_drained();
+                }
+                Step::Done((Ok(n), self.buf))
+            }
+            Err(e) => Step::Done((Err(e), self.buf)),
+        }
+    }
+
+    fn fail(self, err: io::Error) -> Self::Output {
+        (Err(err), self.buf)
+    }
+}
+
+/// Fills the whole buffer ([`bytes_total`](IoBufMut) bytes); end of stream first is
+/// `UnexpectedEof`, with what did arrive left in the buffer. Made by
+/// [`StreamSocket::read_exact`](crate::StreamSocket::read_exact).
+#[derive(Debug)]
+pub struct ReadExact<B> {
+    buf: B,
+    filled: usize,
+}
+
+impl<B: IoBufMut> ReadExact<B> {
+    pub(crate) fn new(buf: B) -> Self {
+        ReadExact { buf, filled: 0 }
+    }
+}
+
+impl<B> sealed::Sealed for ReadExact<B> {}
+
+impl<B: IoBufMut> Operation for ReadExact<B> {
+    type Output = (io::Result<()>, B);
+
+    fn interest(&self) -> Interest {
+        Interest::Read
+    }
+
+    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+        let total = self.buf.bytes_total();
+        while self.filled < total {
+            match read_into(cx, &mut self.buf, self.filled) {
+                Ok(None) => return Step::Wait(self),
+                Ok(Some(0)) => {
+                    let err = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "end of stream after {} of {total} bytes in read_exact",
+                            self.filled
+                        ),
+                    );
+                    return Step::Done((Err(err), self.buf));
+                }
+                Ok(Some(n)) => self.filled += n,
+                Err(e) => return Step::Done((Err(e), self.buf)),
+            }
+        }
+        Step::Done((Ok(()), self.buf))
+    }
+
+    fn fail(self, err: io::Error) -> Self::Output {
+        (Err(err), self.buf)
+    }
+}
+
+/// Reads into several buffers in order with one `readv`. Made by
+/// [`StreamSocket::read_vectored`](crate::StreamSocket::read_vectored).
+#[derive(Debug)]
+pub struct ReadVectored<B> {
+    bufs: Vec<B>,
+}
+
+impl<B: IoBufMut> ReadVectored<B> {
+    pub(crate) fn new(bufs: Vec<B>) -> Self {
+        ReadVectored { bufs }
+    }
+}
+
+impl<B> sealed::Sealed for ReadVectored<B> {}
+
+impl<B: IoBufMut> Operation for ReadVectored<B> {
+    type Output = (io::Result<usize>, Vec<B>);
+
+    fn interest(&self) -> Interest {
+        Interest::Read
+    }
+
+    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+        let iovecs: Vec<libc::iovec> = self
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.stable_mut_ptr().cast(),
+                iov_len: b.bytes_total(),
+            })
+            .collect();
+        let total: usize = iovecs.iter().map(|v| v.iov_len).sum();
+        let count = iovecs.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        loop {
+            // SAFETY: each iovec covers `bytes_total` writable bytes of a buffer this operation owns
+            // (the IoBufMut contract), and the buffers stay put for the duration of the call.
+            let n = unsafe {
+                libc::readv(
+                    std::os::fd::AsRawFd::as_raw_fd(&cx.fd()),
+                    iovecs.as_ptr(),
+                    count,
+                )
+            };
+            if n >= 0 {
+                let mut left = n as usize;
+                for b in &mut self.bufs {
+                    let here = left.min(b.bytes_total());
+                    // SAFETY: the kernel wrote `n` bytes, filling the buffers in order.
+                    unsafe { b.set_init(here) };
+                    left -= here;
+                }
+                if (n as usize) < total {
+                    cx.mark_drained();
+                }
+                return Step::Done((Ok(n as usize), self.bufs));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Step::Wait(self),
+                _ => return Step::Done((Err(err), self.bufs)),
+            }
+        }
+    }
+
+    fn fail(self, err: io::Error) -> Self::Output {
+        (Err(err), self.bufs)
+    }
+}
+
+/// One `read` into `buf[offset..bytes_total]`: `Ok(None)` for `EAGAIN`; retries `EINTR`.
+fn read_into<B: IoBufMut>(cx: &Cx<'_>, buf: &mut B, offset: usize) -> io::Result<Option<usize>> {
+    loop {
+        let target = &mut buf.as_uninit_mut()[offset..];
+        match rustix::io::read(cx.fd(), target) {
+            Ok((filled, _)) => {
+                let n = filled.len();
+                // SAFETY: the kernel initialised `n` bytes after `offset`.
+                unsafe { buf.set_init(offset + n) };
+                return Ok(Some(n));
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Readiness waits for [`IoDevice`](crate::IoDevice): booster's `on_readable` / `on_writeable`.
+//!
+//! The library does no I/O on the fd itself, so each try asks the kernel with a zero-timeout `poll`:
+//! a wait completes only when the fd really is ready, even if the owner consumed an earlier event.
+
+use std::io;
+
+use rustix::event::{PollFd, PollFlags};
+
+use super::{Cx, Interest, Operation, Step, sealed};
+
+/// Waits until the fd is readable or writable (or has an error or hang-up to report). Made by
+/// [`IoDevice::readable`](crate::IoDevice::readable) and
+/// [`IoDevice::writable`](crate::IoDevice::writable).
+#[derive(Debug)]
+pub struct Ready {
+    interest: Interest,
+}
+
+impl Ready {
+    pub(crate) fn new(interest: Interest) -> Ready {
+        Ready { interest }
+    }
+}
+
+impl sealed::Sealed for Ready {}
+
+impl Operation for Ready {
+    type Output = io::Result<()>;
+
+    fn interest(&self) -> Interest {
+        self.interest
+    }
+
+    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
+        let wanted = match self.interest {
+            Interest::Read => PollFlags::IN | PollFlags::PRI,
+            Interest::Write => PollFlags::OUT,
+        };
+        let fd = cx.fd();
+        let mut fds = [PollFd::from_borrowed_fd(fd, wanted)];
+        loop {
+            match rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())) {
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Step::Done(Err(e.into())),
+            }
+        }
+        let revents = fds[0].revents();
+        if revents.contains(PollFlags::NVAL) {
+            return Step::Done(Err(io::Error::from_raw_os_error(libc::EBADF)));
+        }
+        if revents.intersects(wanted | PollFlags::ERR | PollFlags::HUP) {
+            Step::Done(Ok(()))
+        } else {
+            Step::Wait(self)
+        }
+    }
+
+    fn fail(self, err: io::Error) -> Self::Output {
+        Err(err)
+    }
+}

@@ -1,0 +1,169 @@
+//! Writes: `write_some`, `write_all` and vectored writes from owned buffers.
+//!
+//! Sockets are written with `send(MSG_NOSIGNAL)`: writing to a peer that reset the connection is an
+//! `EPIPE` error for the handler, never a SIGPIPE that kills the process (booster dies there).
+
+use std::io::{self, IoSlice};
+
+use rustix::net::{SendAncillaryBuffer, SendFlags};
+
+use super::{Cx, Interest, Operation, Step, sealed};
+use crate::buf::IoBuf;
+
+/// Writes what the socket takes now, at least one byte (unless the buffer is empty). Made by
+/// [`StreamSocket::write_some`](crate::StreamSocket::write_some).
+#[derive(Debug)]
+pub struct WriteSome<B> {
+    buf: B,
+}
+
+impl<B: IoBuf> WriteSome<B> {
+    pub(crate) fn new(buf: B) -> Self {
+        WriteSome { buf }
+    }
+}
+
+impl<B> sealed::Sealed for WriteSome<B> {}
+
+impl<B: IoBuf> Operation for WriteSome<B> {
+    type Output = (io::Result<usize>, B);
+
+    fn interest(&self) -> Interest {
+        Interest::Write
+    }
+
+    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
+        let len = self.buf.bytes_init();
+        match send(cx, self.buf.as_slice()) {
+            Ok(None) => Step::Wait(self),
+            Ok(Some(n)) => {
+                if n < len {
+                    cx.mark_drained();
+                }
+                Step::Done((Ok(n), self.buf))
+            }
+            Err(e) => Step::Done((Err(e), self.buf)),
+        }
+    }
+
+    fn fail(self, err: io::Error) -> Self::Output {
+        (Err(err), self.buf)
+    }
+}
+
+/// Writes every initialised byte of the buffer, waiting as often as needed (booster's `async_write`).
+/// Made by [`StreamSocket::write_all`](crate::StreamSocket::write_all).
+#[derive(Debug)]
+pub struct WriteAll<B> {
+    buf: B,
+    written: usize,
+}
+
+impl<B: IoBuf> WriteAll<B> {
+    pub(crate) fn new(buf: B) -> Self {
+        WriteAll { buf, written: 0 }
+    }
+}
+
+impl<B> sealed::Sealed for WriteAll<B> {}
+
+impl<B: IoBuf> Operation for WriteAll<B> {
+    type Output = (io::Result<()>, B);
+
+    fn interest(&self) -> Interest {
+        Interest::Write
+    }
+
+    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+        let len = self.buf.bytes_init();
+        while self.written < len {
+            match send(cx, &self.buf.as_slice()[self.written..]) {
+                Ok(None) => return Step::Wait(self),
+                Ok(Some(0)) => {
+                    let err = io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the socket accepted no bytes in write_all",
+                    );
+                    return Step::Done((Err(err), self.buf));
+                }
+                Ok(Some(n)) => self.written += n,
+                Err(e) => return Step::Done((Err(e), self.buf)),
+            }
+        }
+        Step::Done((Ok(()), self.buf))
+    }
+
+    fn fail(self, err: io::Error) -> Self::Output {
+        (Err(err), self.buf)
+    }
+}
+
+/// Writes several buffers in order with one `sendmsg`, as much as the socket takes now. Made by
+/// [`StreamSocket::write_vectored`](crate::StreamSocket::write_vectored).
+#[derive(Debug)]
+pub struct WriteVectored<B> {
+    bufs: Vec<B>,
+}
+
+impl<B: IoBuf> WriteVectored<B> {
+    pub(crate) fn new(bufs: Vec<B>) -> Self {
+        WriteVectored { bufs }
+    }
+}
+
+impl<B> sealed::Sealed for WriteVectored<B> {}
+
+impl<B: IoBuf> Operation for WriteVectored<B> {
+    type Output = (io::Result<usize>, Vec<B>);
+
+    fn interest(&self) -> Interest {
+        Interest::Write
+    }
+
+    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
+        let slices: Vec<IoSlice<'_>> = self
+            .bufs
+            .iter()
+            .map(|b| IoSlice::new(b.as_slice()))
+            .collect();
+        let total: usize = slices.iter().map(|s| s.len()).sum();
+        let result = loop {
+            match rustix::net::sendmsg(
+                cx.fd(),
+                &slices,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            ) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => break other,
+            }
+        };
+        drop(slices);
+        match result {
+            Ok(n) => {
+                if n < total {
+                    cx.mark_drained();
+                }
+                Step::Done((Ok(n), self.bufs))
+            }
+            Err(rustix::io::Errno::AGAIN) => Step::Wait(self),
+            Err(e) => Step::Done((Err(e.into()), self.bufs)),
+        }
+    }
+
+    fn fail(self, err: io::Error) -> Self::Output {
+        (Err(err), self.bufs)
+    }
+}
+
+/// One `send(MSG_NOSIGNAL)`: `Ok(None)` for `EAGAIN`; retries `EINTR`.
+fn send(cx: &Cx<'_>, data: &[u8]) -> io::Result<Option<usize>> {
+    loop {
+        match rustix::net::send(cx.fd(), data, SendFlags::NOSIGNAL) {
+            Ok(n) => return Ok(Some(n)),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

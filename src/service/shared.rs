@@ -1,0 +1,167 @@
+//! The part of a loop that other threads may touch: its wake-up eventfd, the stop flag, the queue of
+//! closures posted from elsewhere and the queue of tasks woken from elsewhere. [`Handle`] is its public
+//! face; everything else about a loop stays on the loop's thread.
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_task::Runnable;
+use concurrent_queue::ConcurrentQueue;
+
+pub(crate) type RemoteJob = Box<dyn FnOnce() + Send>;
+
+pub(crate) struct Shared {
+    /// Readable when the loop has been poked from outside its own thread.
+    pub(crate) wake: OwnedFd,
+    /// An eventfd write is outstanding and not yet consumed by the loop: others need not write again.
+    notified: AtomicBool,
+    pub(crate) stopped: AtomicBool,
+    /// Set when the `IoService` is dropped: posting is refused from then on.
+    closed: AtomicBool,
+    remote: Mutex<Vec<RemoteJob>>,
+    pub(crate) runnables: ConcurrentQueue<Runnable<usize>>,
+}
+
+thread_local! {
+    /// The loop currently running on this thread, if any: wake-ups from inside it need no eventfd write.
+    static RUNNING: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
+}
+
+impl Shared {
+    pub(crate) fn new() -> io::Result<Shared> {
+        let wake = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
+        Ok(Shared {
+            wake,
+            notified: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            remote: Mutex::new(Vec::new()),
+            runnables: ConcurrentQueue::unbounded(),
+        })
+    }
+
+    /// Makes the loop's next (or current) wait return, unless a poke is already outstanding.
+    pub(crate) fn notify(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            // An eventfd write only fails when the counter would overflow, i.e. it is already readable.
+            let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// Pokes the loop unless the caller is the loop itself, running on this thread.
+    pub(crate) fn notify_if_remote(&self) {
+        if !RUNNING.with(|r| std::ptr::eq(r.get(), self)) {
+            self.notify();
+        }
+    }
+
+    /// Called by the loop when the wake fd fired: re-arms notification, then takes what was posted.
+    pub(crate) fn take_remote(&self, into: &mut Vec<RemoteJob>) {
+        self.notified.store(false, Ordering::Release);
+        let mut counter = [0u8; 8];
+        let _ = rustix::io::read(&self.wake, &mut counter);
+        let mut queue = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        into.append(&mut queue);
+    }
+
+    pub(crate) fn post(&self, job: RemoteJob) -> io::Result<()> {
+        {
+            let mut queue = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+            if self.closed.load(Ordering::Acquire) {
+                return Err(gone());
+            }
+            queue.push(job);
+        }
+        self.notify_if_remote();
+        Ok(())
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.notify_if_remote();
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Refuses further posts and drops what is queued (without running it).
+    pub(crate) fn close(&self) -> Vec<RemoteJob> {
+        let mut queue = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, Ordering::Release);
+        std::mem::take(&mut *queue)
+    }
+
+    /// Marks this loop as running on the current thread until the guard drops.
+    pub(crate) fn enter(self: &Arc<Self>) -> RunningGuard {
+        let previous = RUNNING.with(|r| r.replace(Arc::as_ptr(self)));
+        RunningGuard { previous }
+    }
+}
+
+pub(crate) struct RunningGuard {
+    previous: *const Shared,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.set(self.previous));
+    }
+}
+
+pub(crate) fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the IoService has been dropped")
+}
+
+/// A `Send + Sync` handle to a loop, for other threads: post closures to it and stop it.
+///
+/// ```
+/// let svc = aio::IoService::new()?;
+/// let handle = svc.handle();
+/// std::thread::spawn(move || {
+///     handle.post(|| println!("runs on the loop's thread")).unwrap();
+///     handle.stop();
+/// });
+/// svc.run()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Queues `f` to run on the loop's thread, after the current handler and never inside this call.
+    /// Closures posted from one thread run in the order they were posted.
+    ///
+    /// # Errors
+    /// `BrokenPipe` if the `IoService` has been dropped; `f` is dropped unrun.
+    pub fn post(&self, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        self.shared.post(Box::new(f))
+    }
+
+    /// Makes `run()` return after the handler now running (if any); later `run()` calls return at once
+    /// until [`IoService::restart`](crate::IoService::restart).
+    pub fn stop(&self) {
+        self.shared.stop();
+    }
+
+    /// Whether `stop()` was called and not yet undone by `restart()`.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.is_stopped()
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
+}

@@ -1,0 +1,140 @@
+//! The table of registered I/O sources: per fd, who waits in which direction and whether the last
+//! syscall found that direction ready.
+//!
+//! An object (socket, acceptor, device) holds only a [`Token`]; the fd itself lives here, so closing is
+//! one removal and no fd can be closed twice. A token carries a generation: an operation or event that
+//! names a closed source finds nothing, even when the fd number was reused by a new object.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::task::Waker;
+
+use slab::Slab;
+
+use crate::driver::Token;
+use crate::op::{Interest, ReadyOp};
+
+/// The fd of a source: owned (closed when the source goes) or attached (the caller keeps it open).
+pub(crate) enum FdSlot {
+    Owned(OwnedFd),
+    Attached(RawFd),
+}
+
+impl FdSlot {
+    pub(crate) fn borrow(&self) -> BorrowedFd<'_> {
+        match self {
+            FdSlot::Owned(fd) => fd.as_fd(),
+            // SAFETY: `IoDevice::attach` is an `unsafe fn` whose caller promised to keep the fd open
+            // for as long as it stays attached, i.e. while this slot exists.
+            FdSlot::Attached(fd) => unsafe { BorrowedFd::borrow_raw(*fd) },
+        }
+    }
+}
+
+/// One operation waiting for a direction to become ready.
+pub(crate) enum Waiter {
+    /// A future: woken, it retries the syscall when polled. `id` lets a dropped future withdraw.
+    Task { id: u64, waker: Waker },
+    /// A callback operation: the loop retries it itself.
+    Callback(Box<dyn ReadyOp>),
+}
+
+/// One direction of a source.
+#[derive(Default)]
+pub(crate) struct Direction {
+    /// False once a syscall said `EAGAIN` (or drained the socket), true again after an event.
+    pub(crate) ready: bool,
+    pub(crate) waiters: VecDeque<Waiter>,
+}
+
+impl Direction {
+    fn new() -> Direction {
+        Direction {
+            ready: true,
+            waiters: VecDeque::new(),
+        }
+    }
+}
+
+pub(crate) struct Source {
+    pub(crate) fd: FdSlot,
+    generation: u32,
+    pub(crate) read: Direction,
+    pub(crate) write: Direction,
+    /// Incremented by `cancel()`: a future that registered before sees the change and reports
+    /// `ECANCELED`.
+    pub(crate) cancel_epoch: u32,
+}
+
+impl Source {
+    pub(crate) fn dir(&self, interest: Interest) -> &Direction {
+        match interest {
+            Interest::Read => &self.read,
+            Interest::Write => &self.write,
+        }
+    }
+    pub(crate) fn dir_mut(&mut self, interest: Interest) -> &mut Direction {
+        match interest {
+            Interest::Read => &mut self.read,
+            Interest::Write => &mut self.write,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct SourceTable {
+    slab: Slab<Source>,
+    next_generation: u32,
+}
+
+impl SourceTable {
+    pub(crate) fn insert(&mut self, fd: FdSlot) -> Token {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let index = self.slab.insert(Source {
+            fd,
+            generation,
+            read: Direction::new(),
+            write: Direction::new(),
+            cancel_epoch: 0,
+        });
+        Token::new(index, generation)
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, token: Token) -> Option<&Source> {
+        self.slab
+            .get(token.index())
+            .filter(|s| s.generation == token.generation())
+    }
+
+    #[inline]
+    pub(crate) fn get_mut(&mut self, token: Token) -> Option<&mut Source> {
+        self.slab
+            .get_mut(token.index())
+            .filter(|s| s.generation == token.generation())
+    }
+
+    pub(crate) fn remove(&mut self, token: Token) -> Option<Source> {
+        self.get(token)?;
+        Some(self.slab.remove(token.index()))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// Every source that has waiters, with the directions waited on (for level-triggered backends).
+    pub(crate) fn interests(&self) -> impl Iterator<Item = (BorrowedFd<'_>, Token, bool, bool)> {
+        self.slab.iter().filter_map(|(index, s)| {
+            let read = !s.read.waiters.is_empty();
+            let write = !s.write.waiters.is_empty();
+            (read || write).then(|| (s.fd.borrow(), Token::new(index, s.generation), read, write))
+        })
+    }
+
+    /// Empties the table (service shutdown), returning every source.
+    pub(crate) fn drain(&mut self) -> Vec<Source> {
+        self.slab.drain().collect()
+    }
+}

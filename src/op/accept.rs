@@ -3,8 +3,8 @@
 //! An accept that finds no connection (`EAGAIN`, or one that vanished: `ECONNABORTED`, `EPROTO`) waits
 //! again: several processes may share one listener (booster's prefork pattern) and lose races. Running
 //! out of fds (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) is reported to the handler, and the acceptor then
-//! waits for a new connection or a short back-off before trying again, so a handler that simply
-//! accepts again does not spin the loop.
+//! waits a short back-off before trying again (readiness events meanwhile are ignored, on every
+//! backend), so a handler that simply accepts again does not spin the loop.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -14,7 +14,7 @@ use super::{Cx, Interest, Operation, Step, sealed};
 use crate::net::endpoint::Endpoint;
 use crate::net::stream::StreamSocket;
 
-/// How long an acceptor that ran out of fds waits before trying again without a new connection.
+/// How long an acceptor that ran out of fds waits before trying again.
 pub(crate) const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accepts one connection: the new socket and the peer's endpoint. Made by

@@ -28,15 +28,12 @@ impl<B: IoBufMut> Operation for ReadSome<B> {
     }
 
     fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
-        let total = self.buf.bytes_total();
         match read_into(cx, &mut self.buf, 0) {
             Ok(None) => Step::Wait(self),
-            Ok(Some(n)) => {
-                if n < total {
-                    cx.mark_drained();
-                }
-                Step::Done((Ok(n), self.buf))
-            }
+            // A short read does not mark the direction drained: the peer's FIN may have come with
+            // the data in the same edge-triggered event, and no later event would report it. The
+            // next read finds the EOF, or EAGAIN and then waits.
+            Ok(Some(n)) => Step::Done((Ok(n), self.buf)),
             Err(e) => Step::Done((Err(e), self.buf)),
         }
     }
@@ -128,7 +125,6 @@ impl<B: IoBufMut> Operation for ReadVectored<B> {
                 iov_len: b.bytes_total(),
             })
             .collect();
-        let total: usize = iovecs.iter().map(|v| v.iov_len).sum();
         let count = iovecs.len().min(libc::c_int::MAX as usize) as libc::c_int;
         loop {
             // SAFETY: each iovec covers `bytes_total` writable bytes of a buffer this operation owns
@@ -148,9 +144,7 @@ impl<B: IoBufMut> Operation for ReadVectored<B> {
                     unsafe { b.set_init(here) };
                     left -= here;
                 }
-                if (n as usize) < total {
-                    cx.mark_drained();
-                }
+                // Not marked drained on a short read: see `ReadSome::attempt` (a FIN may be pending).
                 return Step::Done((Ok(n as usize), self.bufs));
             }
             let err = io::Error::last_os_error();

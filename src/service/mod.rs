@@ -492,7 +492,14 @@ impl LocalHandle {
             let Some(source) = sources.get_mut(token) else {
                 return; // closed since: a stale event
             };
-            source.dir_mut(interest).ready = true;
+            let dir = source.dir_mut(interest);
+            if let Some(until) = dir.backoff_until {
+                if Instant::now() < until {
+                    return; // backing off: only the wake-up at `until` ends it
+                }
+                dir.backoff_until = None;
+            }
+            dir.ready = true;
         }
         loop {
             let waiter = {
@@ -534,12 +541,18 @@ impl LocalHandle {
         }
     }
 
-    /// Arranges for `token`'s `interest` direction to be treated as ready after `delay`.
+    /// Arranges for `token`'s `interest` direction to be treated as ready after `delay`, and ignores
+    /// its readiness events until then (a level-triggered backend would otherwise report a listener
+    /// with a queued connection as ready at once, and an acceptor out of fds would spin).
     pub(crate) fn wake_after(&self, token: Token, interest: Interest, delay: Duration) {
+        let at = Instant::now() + delay;
+        if let Some(source) = self.inner.sources.borrow_mut().get_mut(token) {
+            source.dir_mut(interest).backoff_until = Some(at);
+        }
         self.inner
             .wakeups
             .borrow_mut()
-            .push(Reverse((Instant::now() + delay, token.0, interest)));
+            .push(Reverse((at, token.0, interest)));
     }
 
     fn fire_wakeups(&self) {

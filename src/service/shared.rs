@@ -63,9 +63,12 @@ impl Shared {
 
     /// Called by the loop when the wake fd fired: re-arms notification, then takes what was posted.
     pub(crate) fn take_remote(&self, into: &mut Vec<RemoteJob>) {
-        self.notified.store(false, Ordering::Release);
+        // Consume the poke first, then re-arm: re-arming first would let a poke that lands in between
+        // be swallowed by this read while `notified` stays set, and every later poke be skipped (a
+        // lost wake-up). The swap acquires what a poster published before its own swap saw `true`.
         let mut counter = [0u8; 8];
         let _ = rustix::io::read(&self.wake, &mut counter);
+        self.notified.swap(false, Ordering::AcqRel);
         let mut queue = self.remote.lock().unwrap_or_else(|e| e.into_inner());
         into.append(&mut queue);
     }
@@ -78,7 +81,9 @@ impl Shared {
             }
             queue.push(job);
         }
-        self.notify_if_remote();
+        // Always poke, even from the loop's own thread: the loop drains this queue only when its wake
+        // fd fires, so a post from a handler through a `Handle` would otherwise wait forever.
+        self.notify();
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::task::Waker;
+use std::time::Instant;
 
 use slab::Slab;
 
@@ -45,6 +46,9 @@ pub(crate) struct Direction {
     /// False once a syscall said `EAGAIN` (or drained the socket), true again after an event.
     pub(crate) ready: bool,
     pub(crate) waiters: VecDeque<Waiter>,
+    /// Set by a back-off (`EMFILE` on accept): readiness events are ignored, and a level-triggered
+    /// backend does not watch the direction, until the loop's wake-up at this instant.
+    pub(crate) backoff_until: Option<Instant>,
 }
 
 impl Direction {
@@ -52,6 +56,7 @@ impl Direction {
         Direction {
             ready: true,
             waiters: VecDeque::new(),
+            backoff_until: None,
         }
     }
 }
@@ -127,8 +132,8 @@ impl SourceTable {
     /// Every source that has waiters, with the directions waited on (for level-triggered backends).
     pub(crate) fn interests(&self) -> impl Iterator<Item = (BorrowedFd<'_>, Token, bool, bool)> {
         self.slab.iter().filter_map(|(index, s)| {
-            let read = !s.read.waiters.is_empty();
-            let write = !s.write.waiters.is_empty();
+            let read = !s.read.waiters.is_empty() && s.read.backoff_until.is_none();
+            let write = !s.write.waiters.is_empty() && s.write.backoff_until.is_none();
             (read || write).then(|| (s.fd.borrow(), Token::new(index, s.generation), read, write))
         })
     }

@@ -1,0 +1,162 @@
+//! What the two echo servers (`echo_server` and `echo_server_async`) share, so that they differ
+//! only in how they serve connections: their command line, the choice of backend, the `listening
+//! on` line and stopping when Enter is pressed or stdin reaches its end.
+//!
+//! Both follow the conventions for `aio`'s serving examples: the endpoint is the first argument,
+//! the first line on stdout is `listening on ENDPOINT (BACKEND)` with the real port, `AIO_BACKEND`
+//! picks the backend, bad arguments print a usage line and exit with status 2, and the server stops
+//! with status 0 when stdin reaches EOF or Enter is pressed.
+
+use std::ffi::OsString;
+use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
+
+use aio::{Acceptor, Endpoint, IoDevice, IoService, LocalHandle};
+
+/// Where the servers listen when no endpoint is given.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:8080";
+/// The size of each session's read buffer when `--buffer` is not given (the tutorial's
+/// `char[1024]`).
+pub const DEFAULT_BUFFER: usize = 1024;
+/// The largest `--buffer` accepted: every session allocates one buffer of this size.
+pub const MAX_BUFFER: usize = 16 << 20;
+
+/// The exit status for bad arguments and an unknown or unavailable backend.
+fn usage_error() -> ExitCode {
+    ExitCode::from(2)
+}
+
+/// What an echo server was asked to do.
+pub struct ServerArgs {
+    /// Where to listen: `IP:PORT`, `[IPv6]:PORT`, `unix:PATH` or `unix:@NAME`.
+    pub endpoint: Endpoint,
+    /// How many bytes each session reads at most at a time.
+    pub buffer_size: usize,
+}
+
+impl ServerArgs {
+    /// Parses the command line (`[ENDPOINT] [--buffer BYTES]`, in any order). On bad arguments,
+    /// prints what is wrong and the usage line on stderr and returns the exit status (2); `--help`
+    /// prints the usage on stdout and returns status 0.
+    pub fn from_command_line(program: &str) -> Result<ServerArgs, ExitCode> {
+        match parse(std::env::args_os().skip(1)) {
+            Ok(Some(args)) => Ok(args),
+            Ok(None) => {
+                println!("usage: {program} {ARGS}\n\n{HELP}");
+                Err(ExitCode::SUCCESS)
+            }
+            Err(why) => {
+                eprintln!("{program}: {why}");
+                eprintln!("usage: {program} {ARGS}");
+                Err(usage_error())
+            }
+        }
+    }
+}
+
+const ARGS: &str = "[ENDPOINT] [--buffer BYTES]";
+
+const HELP: &str = "\
+ENDPOINT     where to listen: IP:PORT, [IPv6]:PORT, unix:PATH or unix:@NAME
+             (default 127.0.0.1:8080; port 0 picks a free port)
+--buffer N   bytes each connection reads at a time (default 1024, at most 16777216)
+AIO_BACKEND  environment variable choosing the backend: epoll (default) or poll
+
+Prints `listening on ENDPOINT (BACKEND)` once ready; stops when Enter is pressed or stdin ends.";
+
+/// `Ok(None)` means `--help`.
+fn parse(args: impl Iterator<Item = OsString>) -> Result<Option<ServerArgs>, String> {
+    let mut endpoint = None;
+    let mut buffer_size = DEFAULT_BUFFER;
+    let mut args = args.map(|a| {
+        a.into_string()
+            .map_err(|a| format!("argument {a:?} is not valid UTF-8"))
+    });
+    while let Some(arg) = args.next() {
+        let arg = arg?;
+        if arg == "-h" || arg == "--help" {
+            return Ok(None);
+        } else if let Some(value) = arg.strip_prefix("--buffer=") {
+            buffer_size = parse_buffer(value)?;
+        } else if arg == "--buffer" {
+            let value = args.next().ok_or("--buffer needs a value (bytes)")??;
+            buffer_size = parse_buffer(&value)?;
+        } else if arg.starts_with('-') {
+            return Err(format!("unknown option {arg:?}"));
+        } else if endpoint.is_some() {
+            return Err(format!("unexpected argument {arg:?} (only one ENDPOINT)"));
+        } else {
+            endpoint = Some(arg.parse::<Endpoint>().map_err(|e| e.to_string())?);
+        }
+    }
+    let endpoint = match endpoint {
+        Some(ep) => ep,
+        None => DEFAULT_ENDPOINT
+            .parse()
+            .map_err(|e: io::Error| e.to_string())?,
+    };
+    Ok(Some(ServerArgs {
+        endpoint,
+        buffer_size,
+    }))
+}
+
+fn parse_buffer(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=MAX_BUFFER).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid --buffer {value:?}: expected a number of bytes from 1 to {MAX_BUFFER}"
+        )),
+    }
+}
+
+/// Creates the event loop on the backend named by `AIO_BACKEND` (epoll when unset). An unknown or
+/// unavailable backend is reported on stderr with exit status 2.
+pub fn service_from_env(program: &str) -> Result<IoService, ExitCode> {
+    IoService::from_env().map_err(|e| {
+        let name = std::env::var("AIO_BACKEND").unwrap_or_default();
+        eprintln!("{program}: cannot start the event loop (AIO_BACKEND={name:?}): {e}");
+        usage_error()
+    })
+}
+
+/// Prints `listening on ENDPOINT (BACKEND)`, with the port the kernel chose when bound to port 0,
+/// and flushes it: scripts and tests wait for this line before connecting.
+pub fn announce(svc: &IoService, acceptor: &Acceptor) -> io::Result<()> {
+    let endpoint = acceptor.local_endpoint()?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {endpoint} ({})", svc.backend_name())?;
+    out.flush()
+}
+
+/// Stops the loop when Enter is pressed or stdin reaches EOF (booster's tutorial: watch fd 0 with
+/// an `IoDevice`).
+///
+/// epoll cannot watch every kind of stdin: a regular file or `/dev/null` (`< file`, `< /dev/null`,
+/// a CI runner without a terminal) is refused with `Unsupported`. Such a stdin never blocks, so a
+/// plain thread that reads one line (or EOF) and then calls the thread-safe [`aio::Handle::stop`]
+/// gives the same behaviour there.
+pub fn stop_on_stdin(svc: &LocalHandle) {
+    // SAFETY: fd 0 stays open for the life of the process: nothing in this program closes it, and
+    // the device is dropped with the loop, before `main` returns.
+    match unsafe { IoDevice::attach(svc, 0) } {
+        Ok(stdin) => {
+            let svc = svc.clone();
+            // The handler owns the device, so the device lives exactly while the wait is pending.
+            // Readable means a line was typed or stdin ended (EOF and hang-ups count as readable):
+            // either way, stop. A failed wait is no reason to keep running either.
+            stdin.readable().then(move |_result| {
+                drop(stdin);
+                svc.stop();
+            });
+        }
+        Err(_) => {
+            let handle = svc.handle();
+            std::thread::spawn(move || {
+                // Returns on a newline, EOF or a read error: all of them mean "stop".
+                let _ = io::stdin().lock().read_line(&mut String::new());
+                handle.stop();
+            });
+        }
+    }
+}

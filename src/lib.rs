@@ -42,13 +42,17 @@
 
 #![warn(missing_docs)]
 
+pub mod blocking;
 pub mod buf;
 mod driver;
 pub mod error;
 mod net;
 pub mod op;
 mod service;
+pub mod signal;
+pub mod time;
 
+pub use blocking::{Completer, Completion};
 pub use buf::{IoBuf, IoBufMut, Slice};
 pub use driver::Backend;
 pub use error::is_cancelled;
@@ -58,3 +62,5 @@ pub use net::endpoint::{Endpoint, Family};
 pub use net::stream::StreamSocket;
 pub use op::{Op, Operation};
 pub use service::{Builder, Handle, IoService, JoinError, JoinHandle, LocalHandle};
+pub use signal::SignalSet;
+pub use time::DeadlineTimer;

@@ -79,6 +79,7 @@ impl Driver for EpollDriver {
             let flags = ev.flags;
             let hangup = flags.intersects(err_or_hup);
             Event {
+                closed: hangup || flags.contains(epoll::EventFlags::RDHUP),
                 token: Token(ev.data.u64()),
                 readable: hangup
                     || flags.intersects(epoll::EventFlags::IN | epoll::EventFlags::RDHUP),

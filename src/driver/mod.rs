@@ -107,6 +107,8 @@ pub(crate) struct Event {
     pub(crate) token: Token,
     pub(crate) readable: bool,
     pub(crate) writable: bool,
+    /// Hang-up, error or the peer's shutdown of its sending side: sticky for the source.
+    pub(crate) closed: bool,
 }
 
 /// What every backend provides to the loop.

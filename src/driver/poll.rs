@@ -76,6 +76,7 @@ impl Driver for PollDriver {
             let hung = r.intersects(hangup);
             events.push(Event {
                 token,
+                closed: hung,
                 readable: hung || r.intersects(PollFlags::IN | PollFlags::PRI),
                 writable: hung || r.contains(PollFlags::OUT),
             });

@@ -60,7 +60,7 @@ pub enum Step<O: Operation> {
 /// What an operation's try may use and report.
 #[doc(hidden)]
 pub struct Cx<'a> {
-    fd: BorrowedFd<'a>,
+    fd: Option<BorrowedFd<'a>>,
     svc: &'a LocalHandle,
     token: Token,
     drained: bool,
@@ -68,8 +68,11 @@ pub struct Cx<'a> {
 }
 
 impl<'a> Cx<'a> {
+    /// The fd of an I/O operation's source. Only operations made by fd-backed objects call this, and
+    /// those objects' tokens always name fd sources.
     pub(crate) fn fd(&self) -> BorrowedFd<'a> {
         self.fd
+            .expect("an fd operation on a source without an fd (a timer or completion)")
     }
     pub(crate) fn svc(&self) -> &'a LocalHandle {
         self.svc
@@ -86,7 +89,7 @@ impl<'a> Cx<'a> {
     }
 }
 
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
 }
 
@@ -127,6 +130,7 @@ pub struct Op<O: Operation> {
     svc: LocalHandle,
     token: Token,
     state: State<O>,
+    background: bool,
 }
 
 enum State<O> {
@@ -142,6 +146,7 @@ impl<O: Operation> Op<O> {
             svc: svc.clone(),
             token,
             state: State::Start(op),
+            background: false,
         }
     }
 
@@ -151,7 +156,16 @@ impl<O: Operation> Op<O> {
             svc: svc.clone(),
             token: Token::NONE,
             state: State::Failed(op, err),
+            background: false,
         }
+    }
+
+    /// Marks the operation as background: when finished with [`then`](Op::then), it does not keep
+    /// [`run_until_done`](crate::IoService::run_until_done) running (a signal wait, a housekeeping
+    /// timer). It still completes normally if the loop keeps running.
+    pub fn background(mut self) -> Self {
+        self.background = true;
+        self
     }
 
     /// Starts the operation; `handler` runs exactly once, on the loop, with the result, after this
@@ -168,17 +182,22 @@ impl<O: Operation> Op<O> {
             }
             State::Failed(op, err) => {
                 if !self.svc.is_shut_down() {
+                    let counted = !self.background;
+                    if counted {
+                        self.svc.add_work();
+                    }
                     self.svc.push_job(Job::Op(Box::new(CallbackOp {
                         token: self.token,
                         slot: Slot::<O>::Finished(op.fail(err)),
                         handler,
+                        counted,
                     })));
                 }
                 return;
             }
             State::Done => return,
         };
-        CallbackOp::start(&self.svc, self.token, op, handler);
+        CallbackOp::start(&self.svc, self.token, op, handler, !self.background);
     }
 }
 
@@ -267,13 +286,15 @@ pub(crate) trait ReadyOp {
     /// Stores `err` as the result (cancellation).
     fn cancel(&mut self, err: io::Error);
     /// Calls the handler with the stored result.
-    fn complete(self: Box<Self>);
+    fn complete(self: Box<Self>, svc: &LocalHandle);
 }
 
 struct CallbackOp<O: Operation, F> {
     token: Token,
     slot: Slot<O>,
     handler: F,
+    /// Counted as work for `run_until_done` (not background).
+    counted: bool,
 }
 
 enum Slot<O: Operation> {
@@ -283,15 +304,19 @@ enum Slot<O: Operation> {
 }
 
 impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
-    fn start(svc: &LocalHandle, token: Token, op: O, handler: F) {
+    fn start(svc: &LocalHandle, token: Token, op: O, handler: F, counted: bool) {
         if svc.is_shut_down() {
             return;
+        }
+        if counted {
+            svc.add_work();
         }
         match svc.attempt(token, op) {
             Step::Done(out) => svc.push_job(Job::Op(Box::new(CallbackOp {
                 token,
                 slot: Slot::<O>::Finished(out),
                 handler,
+                counted,
             }))),
             Step::Wait(op) => {
                 let interest = op.interest();
@@ -299,6 +324,7 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
                     token,
                     slot: Slot::Pending(op),
                     handler,
+                    counted,
                 });
                 if let Err(Waiter::Callback(mut boxed)) =
                     svc.register(token, interest, Waiter::Callback(boxed))
@@ -337,8 +363,11 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
         }
     }
 
-    fn complete(self: Box<Self>) {
+    fn complete(self: Box<Self>, svc: &LocalHandle) {
         let this = *self;
+        if this.counted {
+            svc.finish_work();
+        }
         if let Slot::Finished(out) = this.slot {
             (this.handler)(out);
         }
@@ -362,13 +391,16 @@ impl LocalHandle {
             if op.needs_ready() && !source.dir(interest).ready {
                 return Step::Wait(op);
             }
-            std::os::fd::AsRawFd::as_raw_fd(&source.fd.borrow())
+            source
+                .fd
+                .fd()
+                .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd))
         };
         // SAFETY: the source is live, and it can only be closed by `remove_source`, which user code
         // calls (close, drop, release) and an operation's try never does; so the fd stays open for the
         // duration of `attempt`. The borrow of the table is released so that a try may register new
         // sources (an accepted socket).
-        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let fd = raw.map(|raw| unsafe { BorrowedFd::borrow_raw(raw) });
         let mut cx = Cx {
             fd,
             svc: self,
@@ -377,9 +409,14 @@ impl LocalHandle {
             retry_after: None,
         };
         let step = op.attempt(&mut cx);
-        if cx.drained || matches!(step, Step::Wait(_)) {
+        let waits = matches!(step, Step::Wait(_));
+        if cx.drained || waits {
             if let Some(source) = self.inner.sources.borrow_mut().get_mut(cx.token) {
-                source.dir_mut(interest).ready = false;
+                let dir = source.dir_mut(interest);
+                // EAGAIN is the kernel's word; a drained hint is not, once the peer hung up.
+                if waits || !dir.closed {
+                    dir.ready = false;
+                }
             }
         }
         if let Some(delay) = cx.retry_after {

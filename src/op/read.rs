@@ -28,12 +28,17 @@ impl<B: IoBufMut> Operation for ReadSome<B> {
     }
 
     fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+        let total = self.buf.bytes_total();
         match read_into(cx, &mut self.buf, 0) {
             Ok(None) => Step::Wait(self),
-            // A short read does not mark the direction drained: the peer's FIN may have come with
-            // the data in the same edge-triggered event, and no later event would report it. The
-            // next read finds the EOF, or EAGAIN and then waits.
-            Ok(Some(n)) => Step::Done((Ok(n), self.buf)),
+            Ok(Some(n)) => {
+                // A short read emptied the socket: the next read waits for an edge instead of paying
+                // for an EAGAIN (unless the peer has shut down: see `Direction::closed`).
+                if n < total {
+                    cx.mark_drained();
+                }
+                Step::Done((Ok(n), self.buf))
+            }
             Err(e) => Step::Done((Err(e), self.buf)),
         }
     }
@@ -125,6 +130,7 @@ impl<B: IoBufMut> Operation for ReadVectored<B> {
                 iov_len: b.bytes_total(),
             })
             .collect();
+        let total: usize = iovecs.iter().map(|v| v.iov_len).sum();
         let count = iovecs.len().min(libc::c_int::MAX as usize) as libc::c_int;
         loop {
             // SAFETY: each iovec covers `bytes_total` writable bytes of a buffer this operation owns
@@ -144,7 +150,9 @@ impl<B: IoBufMut> Operation for ReadVectored<B> {
                     unsafe { b.set_init(here) };
                     left -= here;
                 }
-                // Not marked drained on a short read: see `ReadSome::attempt` (a FIN may be pending).
+                if (n as usize) < total {
+                    cx.mark_drained();
+                }
                 return Step::Done((Ok(n as usize), self.bufs));
             }
             let err = io::Error::last_os_error();

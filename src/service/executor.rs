@@ -21,7 +21,13 @@ use super::shared::Shared;
 
 #[derive(Default)]
 pub(crate) struct TaskTable {
-    tasks: Slab<Task<(), usize>>,
+    tasks: Slab<TaskEntry>,
+}
+
+struct TaskEntry {
+    task: Task<(), usize>,
+    /// Counted as work for `run_until_done` (not spawned as background).
+    counted: bool,
 }
 
 /// Why a spawned task produced no value.
@@ -99,8 +105,10 @@ impl<T> JoinHandle<T> {
     /// Cancels the task: its future is dropped now (or, if it is running, when it next yields), and
     /// the handle resolves to [`JoinError::Cancelled`].
     pub fn abort(&self) {
-        let task = self.svc.inner.tasks.borrow_mut().remove(self.key);
-        drop(task);
+        // A finished task's key may already belong to another task.
+        if !self.is_finished() {
+            drop(self.svc.remove_task(self.key));
+        }
     }
 
     /// Whether the task has finished (with a value or not).
@@ -135,12 +143,6 @@ impl<T> std::fmt::Debug for JoinHandle<T> {
     }
 }
 
-impl TaskTable {
-    fn remove(&mut self, key: usize) -> Option<Task<(), usize>> {
-        self.tasks.try_remove(key)
-    }
-}
-
 impl LocalHandle {
     /// Spawns `future` on this loop: it is polled on the loop's thread, first after this call returns.
     ///
@@ -151,6 +153,25 @@ impl LocalHandle {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        self.spawn_task(future, true)
+    }
+
+    /// Spawns `future` as background work: it runs like any task, but does not keep
+    /// [`run_until_done`](crate::IoService::run_until_done) running (a signal watcher, a periodic
+    /// housekeeping task).
+    pub fn spawn_background<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        self.spawn_task(future, false)
+    }
+
+    fn spawn_task<F>(&self, future: F, counted: bool) -> JoinHandle<F::Output>
     where
         F: Future + 'static,
         F::Output: 'static,
@@ -178,8 +199,11 @@ impl LocalHandle {
             drop(task); // cancelled at once: the handle reports Cancelled
             drop(runnable);
         } else {
-            entry.insert(task);
+            entry.insert(TaskEntry { task, counted });
             drop(tasks);
+            if counted {
+                self.add_work();
+            }
             runnable.schedule();
         }
         JoinHandle {
@@ -250,15 +274,29 @@ struct ReapOnExit<'a> {
 
 impl Drop for ReapOnExit<'_> {
     fn drop(&mut self) {
-        let task = {
-            let mut tasks = self.svc.inner.tasks.borrow_mut();
-            if tasks.tasks.get(self.key).is_some_and(|t| t.is_finished()) {
-                tasks.tasks.try_remove(self.key)
-            } else {
-                None
-            }
-        };
-        drop(task);
+        let finished = self
+            .svc
+            .inner
+            .tasks
+            .borrow()
+            .tasks
+            .get(self.key)
+            .is_some_and(|e| e.task.is_finished());
+        if finished {
+            drop(self.svc.remove_task(self.key));
+        }
+    }
+}
+
+impl LocalHandle {
+    /// Takes a task out of the table (finished, panicked or aborted), settling its work count. The
+    /// caller drops it after the table's borrow is released.
+    fn remove_task(&self, key: usize) -> Option<Task<(), usize>> {
+        let entry = self.inner.tasks.borrow_mut().tasks.try_remove(key)?;
+        if entry.counted {
+            self.finish_work();
+        }
+        Some(entry.task)
     }
 }
 
@@ -292,7 +330,14 @@ pub(crate) fn shutdown_tasks(svc: &LocalHandle) {
     // Cancelling an idle task schedules it so that its future is dropped where it was spawned: drop
     // the task handles, then the runnables they queued, here, until nothing is left.
     loop {
-        let tasks: Vec<Task<(), usize>> = svc.inner.tasks.borrow_mut().tasks.drain().collect();
+        let tasks: Vec<Task<(), usize>> = svc
+            .inner
+            .tasks
+            .borrow_mut()
+            .tasks
+            .drain()
+            .map(|e| e.task)
+            .collect();
         let mut dropped = !tasks.is_empty();
         drop(tasks);
         while let Ok(runnable) = svc.inner.shared.runnables.pop() {

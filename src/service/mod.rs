@@ -6,29 +6,33 @@
 //! closes every fd the loop owns.
 
 pub(crate) mod executor;
+mod registry;
+mod run;
 pub(crate) mod shared;
 pub(crate) mod source;
+mod timers;
 
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::ops::Deref;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use crate::driver::{AnyDriver, Backend, Driver, Event, Token};
-use crate::op::{Interest, ReadyOp};
+use crate::blocking::{BlockingPool, DEFAULT_MAX_BLOCKING_THREADS};
+use crate::driver::{AnyDriver, Backend, Event};
+use crate::op::ReadyOp;
 pub use executor::{JoinError, JoinHandle};
 pub use shared::Handle;
 use shared::{RemoteJob, Shared};
-use source::{FdSlot, SourceTable, Waiter};
+use source::SourceTable;
+use timers::TimerQueue;
 
 /// Something the loop will run: a posted closure or a finished callback operation.
 pub(crate) enum Job {
     Call(Box<dyn FnOnce()>),
+    Remote(RemoteJob),
     Op(Box<dyn ReadyOp>),
 }
 
@@ -40,9 +44,14 @@ pub(crate) struct Inner {
     ready: RefCell<VecDeque<Job>>,
     events: RefCell<Vec<Event>>,
     remote_jobs: RefCell<Vec<RemoteJob>>,
-    /// Internal wake-ups of a source direction at an instant (the acceptor's back-off after `EMFILE`).
-    wakeups: RefCell<BinaryHeap<Reverse<(Instant, u64, Interest)>>>,
+    /// Timer deadlines and back-offs.
+    timers: RefCell<TimerQueue>,
     pub(crate) tasks: RefCell<executor::TaskTable>,
+    /// Pending callback operations and live tasks that are not background: what `run_until_done`
+    /// waits for.
+    work: Cell<usize>,
+    pub(crate) blocking: RefCell<Option<BlockingPool>>,
+    pub(crate) max_blocking_threads: usize,
     next_waiter_id: Cell<u64>,
     running: Cell<bool>,
     shut_down: Cell<bool>,
@@ -59,12 +68,20 @@ pub(crate) struct Inner {
 #[derive(Debug, Clone)]
 pub struct Builder {
     backend: Backend,
+    max_blocking_threads: usize,
 }
 
 impl Builder {
     /// Picks the backend (default: [`Backend::Epoll`]).
     pub fn backend(mut self, backend: Backend) -> Builder {
         self.backend = backend;
+        self
+    }
+
+    /// Bounds the threads of the loop's blocking pool (default 64; at least 1). The pool starts no
+    /// thread before the first [`spawn_blocking`](LocalHandle::spawn_blocking).
+    pub fn max_blocking_threads(mut self, threads: usize) -> Builder {
+        self.max_blocking_threads = threads.max(1);
         self
     }
 
@@ -83,8 +100,11 @@ impl Builder {
             ready: RefCell::new(VecDeque::new()),
             events: RefCell::new(Vec::with_capacity(1024)),
             remote_jobs: RefCell::new(Vec::new()),
-            wakeups: RefCell::new(BinaryHeap::new()),
+            timers: RefCell::new(TimerQueue::default()),
             tasks: RefCell::new(executor::TaskTable::default()),
+            work: Cell::new(0),
+            blocking: RefCell::new(None),
+            max_blocking_threads: self.max_blocking_threads,
             next_waiter_id: Cell::new(0),
             running: Cell::new(false),
             shut_down: Cell::new(false),
@@ -159,6 +179,7 @@ impl IoService {
     pub fn builder() -> Builder {
         Builder {
             backend: Backend::Epoll,
+            max_blocking_threads: DEFAULT_MAX_BLOCKING_THREADS,
         }
     }
 
@@ -226,6 +247,35 @@ impl IoService {
         }
     }
 
+    /// Runs until no counted work is left (Boost.Asio's `run()`): no callback operation or spawned
+    /// task is pending except those marked background ([`Op::background`](crate::Op::background),
+    /// [`spawn_background`](LocalHandle::spawn_background)), and nothing is queued to run. Returns
+    /// early on `stop()`. A closure posted from another thread counts once it has reached the loop.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let svc = aio::IoService::new()?;
+    /// svc.after(Duration::from_millis(1)).then(|res| res.expect("timer"));
+    /// svc.run_until_done()?; // returns once the timer's handler has run
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`run`](IoService::run).
+    pub fn run_until_done(&self) -> io::Result<()> {
+        let _running = self.enter()?;
+        loop {
+            if self.is_stopped() || (self.inner.work.get() == 0 && !self.has_ready()) {
+                return Ok(());
+            }
+            self.run_ready(usize::MAX, true);
+            if self.is_stopped() || (self.inner.work.get() == 0 && !self.has_ready()) {
+                return Ok(());
+            }
+            self.wait_and_dispatch(true)?;
+        }
+    }
+
     /// Clears the stopped state so that `run()` may be called again (booster's `reset`).
     pub fn restart(&self) {
         self.inner
@@ -269,88 +319,6 @@ impl std::fmt::Debug for LocalHandle {
 }
 
 impl LocalHandle {
-    pub(crate) fn enter(&self) -> io::Result<RunGuard<'_>> {
-        if self.inner.running.replace(true) {
-            return Err(io::Error::other(
-                "IoService is already running on this thread (run, run_one, poll or block_on called from a handler)",
-            ));
-        }
-        Ok(RunGuard {
-            inner: &self.inner,
-            _thread: self.inner.shared.enter(),
-        })
-    }
-
-    /// Runs up to `max` ready jobs (posted closures, finished operations, woken tasks); returns how
-    /// many handlers ran.
-    pub(crate) fn run_ready(&self, max: usize, honor_stop: bool) -> usize {
-        let inner = &*self.inner;
-        let mut budget = inner.ready.borrow().len() + inner.shared.runnables.len();
-        let mut ran = 0;
-        while budget > 0 && ran < max {
-            budget -= 1;
-            let job = inner.ready.borrow_mut().pop_front();
-            match job {
-                Some(Job::Call(f)) => {
-                    ran += 1;
-                    f();
-                }
-                Some(Job::Op(op)) => {
-                    ran += 1;
-                    op.complete();
-                }
-                None => match inner.shared.runnables.pop() {
-                    Ok(runnable) => {
-                        ran += 1;
-                        self.run_task(runnable);
-                    }
-                    Err(_) => break,
-                },
-            }
-            if honor_stop && inner.shared.is_stopped() {
-                break;
-            }
-        }
-        ran
-    }
-
-    /// One wait on the driver (not blocking when `block` is false or work is queued) and the dispatch
-    /// of what it reported.
-    pub(crate) fn wait_and_dispatch(&self, block: bool) -> io::Result<()> {
-        let inner = &*self.inner;
-        let busy = !block || !inner.ready.borrow().is_empty() || !inner.shared.runnables.is_empty();
-        let timeout = if busy {
-            Some(Duration::ZERO)
-        } else {
-            inner
-                .wakeups
-                .borrow()
-                .peek()
-                .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()))
-        };
-        let mut events = std::mem::take(&mut *inner.events.borrow_mut());
-        events.clear();
-        let result = inner
-            .driver
-            .borrow_mut()
-            .wait(&inner.sources.borrow(), timeout, &mut events);
-        for ev in &events {
-            if ev.token == Token::WAKE {
-                self.take_remote();
-            } else {
-                if ev.readable {
-                    self.on_ready(ev.token, Interest::Read);
-                }
-                if ev.writable {
-                    self.on_ready(ev.token, Interest::Write);
-                }
-            }
-        }
-        *inner.events.borrow_mut() = events;
-        self.fire_wakeups();
-        result
-    }
-
     /// Queues `f` to run on the loop, after the current handler; never inside this call.
     pub fn post(&self, f: impl FnOnce() + 'static) {
         if !self.inner.shut_down.get() {
@@ -398,218 +366,22 @@ impl LocalHandle {
         self.inner.shut_down.get()
     }
 
+    /// How much counted work is pending (see [`IoService::run_until_done`]).
+    pub fn pending_work(&self) -> usize {
+        self.inner.work.get()
+    }
+
+    pub(crate) fn add_work(&self) {
+        self.inner.work.set(self.inner.work.get() + 1);
+    }
+
+    pub(crate) fn finish_work(&self) {
+        self.inner.work.set(self.inner.work.get().saturating_sub(1));
+    }
+
     pub(crate) fn next_waiter_id(&self) -> u64 {
         let id = self.inner.next_waiter_id.get();
         self.inner.next_waiter_id.set(id + 1);
         id
-    }
-
-    /// Registers an fd with the loop; the source table owns it from now on (or borrows it, when
-    /// attached).
-    pub(crate) fn add_source(&self, fd: FdSlot) -> io::Result<Token> {
-        if self.is_shut_down() {
-            return Err(shared::gone());
-        }
-        let token = self.inner.sources.borrow_mut().insert(fd);
-        let registered = {
-            let sources = self.inner.sources.borrow();
-            let source = sources.get(token).expect("source just inserted");
-            self.inner
-                .driver
-                .borrow_mut()
-                .register(source.fd.borrow(), token)
-        };
-        if let Err(e) = registered {
-            // Hand an attached fd back untouched; an owned one closes with the removed source.
-            self.inner.sources.borrow_mut().remove(token);
-            return Err(e);
-        }
-        Ok(token)
-    }
-
-    /// Closes a source: pending operations complete with `ECANCELED`, the driver forgets the fd, and
-    /// the fd is returned (owned) or forgotten (attached). Returns `None` if already closed.
-    pub(crate) fn remove_source(&self, token: Token) -> Option<FdSlot> {
-        let source = self.inner.sources.borrow_mut().remove(token)?;
-        // An fd that was dup'ed elsewhere stays in the epoll set unless removed explicitly.
-        let _ = self
-            .inner
-            .driver
-            .borrow_mut()
-            .deregister(source.fd.borrow());
-        let source::Source {
-            fd, read, write, ..
-        } = source;
-        for waiter in read.waiters.into_iter().chain(write.waiters) {
-            self.cancel_waiter(waiter);
-        }
-        Some(fd)
-    }
-
-    /// Completes every operation pending on `token` with `ECANCELED`; the source stays open.
-    pub(crate) fn cancel_source(&self, token: Token) {
-        let waiters: Vec<Waiter> = {
-            let mut sources = self.inner.sources.borrow_mut();
-            let Some(source) = sources.get_mut(token) else {
-                return;
-            };
-            source.cancel_epoch = source.cancel_epoch.wrapping_add(1);
-            let mut all: Vec<Waiter> = source.read.waiters.drain(..).collect();
-            all.extend(source.write.waiters.drain(..));
-            all
-        };
-        for waiter in waiters {
-            self.cancel_waiter(waiter);
-        }
-    }
-
-    fn cancel_waiter(&self, waiter: Waiter) {
-        match waiter {
-            Waiter::Task { waker, .. } => waker.wake(),
-            Waiter::Callback(mut op) => {
-                op.cancel(crate::error::cancelled());
-                self.push_job(Job::Op(op));
-            }
-        }
-    }
-
-    /// Runs `f` with the fd of a live source.
-    pub(crate) fn with_fd<R>(
-        &self,
-        token: Token,
-        f: impl FnOnce(BorrowedFd<'_>) -> io::Result<R>,
-    ) -> io::Result<R> {
-        let sources = self.inner.sources.borrow();
-        let source = sources.get(token).ok_or_else(crate::error::closed)?;
-        f(source.fd.borrow())
-    }
-
-    /// A direction of `token` became ready: retry the callback operations waiting on it, in order,
-    /// and wake the futures.
-    fn on_ready(&self, token: Token, interest: Interest) {
-        {
-            let mut sources = self.inner.sources.borrow_mut();
-            let Some(source) = sources.get_mut(token) else {
-                return; // closed since: a stale event
-            };
-            let dir = source.dir_mut(interest);
-            if let Some(until) = dir.backoff_until {
-                if Instant::now() < until {
-                    return; // backing off: only the wake-up at `until` ends it
-                }
-                dir.backoff_until = None;
-            }
-            dir.ready = true;
-        }
-        loop {
-            let waiter = {
-                let mut sources = self.inner.sources.borrow_mut();
-                let Some(source) = sources.get_mut(token) else {
-                    return;
-                };
-                let dir = source.dir_mut(interest);
-                if !dir.ready {
-                    return;
-                }
-                match dir.waiters.pop_front() {
-                    Some(w) => w,
-                    None => return,
-                }
-            };
-            match waiter {
-                Waiter::Task { waker, .. } => waker.wake(),
-                Waiter::Callback(mut op) => {
-                    if op.retry(self) {
-                        self.push_job(Job::Op(op));
-                    } else {
-                        // Still not ready: it keeps its place at the head of the line.
-                        let mut sources = self.inner.sources.borrow_mut();
-                        match sources.get_mut(token) {
-                            Some(source) => source
-                                .dir_mut(interest)
-                                .waiters
-                                .push_front(Waiter::Callback(op)),
-                            None => {
-                                drop(sources);
-                                self.cancel_waiter(Waiter::Callback(op));
-                            }
-                        }
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Arranges for `token`'s `interest` direction to be treated as ready after `delay`, and ignores
-    /// its readiness events until then (a level-triggered backend would otherwise report a listener
-    /// with a queued connection as ready at once, and an acceptor out of fds would spin).
-    pub(crate) fn wake_after(&self, token: Token, interest: Interest, delay: Duration) {
-        let at = Instant::now() + delay;
-        if let Some(source) = self.inner.sources.borrow_mut().get_mut(token) {
-            source.dir_mut(interest).backoff_until = Some(at);
-        }
-        self.inner
-            .wakeups
-            .borrow_mut()
-            .push(Reverse((at, token.0, interest)));
-    }
-
-    fn fire_wakeups(&self) {
-        let now = Instant::now();
-        loop {
-            let due = {
-                let mut wakeups = self.inner.wakeups.borrow_mut();
-                match wakeups.peek() {
-                    Some(Reverse((at, _, _))) if *at <= now => wakeups.pop(),
-                    _ => None,
-                }
-            };
-            match due {
-                Some(Reverse((_, token, interest))) => self.on_ready(Token(token), interest),
-                None => return,
-            }
-        }
-    }
-
-    fn take_remote(&self) {
-        let mut jobs = std::mem::take(&mut *self.inner.remote_jobs.borrow_mut());
-        self.inner.shared.take_remote(&mut jobs);
-        for job in jobs.drain(..) {
-            self.push_job(Job::Call(job));
-        }
-        *self.inner.remote_jobs.borrow_mut() = jobs;
-    }
-
-    /// Drops everything pending without running it and closes every owned fd.
-    fn shutdown(&self) {
-        let inner = &*self.inner;
-        if inner.shut_down.replace(true) {
-            return;
-        }
-        drop(inner.shared.close());
-        // Tasks first: dropping their futures may drop objects that close sources.
-        executor::shutdown_tasks(self);
-        loop {
-            let jobs: Vec<Job> = inner.ready.borrow_mut().drain(..).collect();
-            let sources = inner.sources.borrow_mut().drain();
-            if jobs.is_empty() && sources.is_empty() {
-                break;
-            }
-            for source in &sources {
-                let _ = inner.driver.borrow_mut().deregister(source.fd.borrow());
-            }
-            // Dropping handlers may drop sockets, which find their sources already gone.
-            drop(jobs);
-            drop(sources);
-        }
-        inner.wakeups.borrow_mut().clear();
-    }
-
-    pub(crate) fn owned_fd(fd: FdSlot) -> Option<OwnedFd> {
-        match fd {
-            FdSlot::Owned(fd) => Some(fd),
-            FdSlot::Attached(_) => None,
-        }
     }
 }

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use async_task::Runnable;
 use concurrent_queue::ConcurrentQueue;
 
-pub(crate) type RemoteJob = Box<dyn FnOnce() + Send>;
+/// A closure sent to the loop from any thread; it gets the loop's handle when it runs.
+pub(crate) type RemoteJob = Box<dyn FnOnce(&crate::LocalHandle) + Send>;
 
 pub(crate) struct Shared {
     /// Readable when the loop has been poked from outside its own thread.
@@ -148,7 +149,8 @@ impl Handle {
     /// # Errors
     /// `BrokenPipe` if the `IoService` has been dropped; `f` is dropped unrun.
     pub fn post(&self, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        self.shared.post(Box::new(f))
+        self.shared
+            .post(Box::new(move |_: &crate::LocalHandle| f()))
     }
 
     /// Makes `run()` return after the handler now running (if any); later `run()` calls return at once

@@ -15,19 +15,22 @@ use slab::Slab;
 use crate::driver::Token;
 use crate::op::{Interest, ReadyOp};
 
-/// The fd of a source: owned (closed when the source goes) or attached (the caller keeps it open).
+/// The fd of a source: owned (closed when the source goes), attached (the caller keeps it open), or
+/// none at all (a timer or completion, made ready by the loop itself).
 pub(crate) enum FdSlot {
     Owned(OwnedFd),
     Attached(RawFd),
+    Virtual,
 }
 
 impl FdSlot {
-    pub(crate) fn borrow(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
-            FdSlot::Owned(fd) => fd.as_fd(),
+            FdSlot::Owned(fd) => Some(fd.as_fd()),
             // SAFETY: `IoDevice::attach` is an `unsafe fn` whose caller promised to keep the fd open
             // for as long as it stays attached, i.e. while this slot exists.
-            FdSlot::Attached(fd) => unsafe { BorrowedFd::borrow_raw(*fd) },
+            FdSlot::Attached(fd) => Some(unsafe { BorrowedFd::borrow_raw(*fd) }),
+            FdSlot::Virtual => None,
         }
     }
 }
@@ -45,6 +48,9 @@ pub(crate) enum Waiter {
 pub(crate) struct Direction {
     /// False once a syscall said `EAGAIN` (or drained the socket), true again after an event.
     pub(crate) ready: bool,
+    /// The kernel reported a hang-up, an error or the peer's shutdown: no further edge will come, so
+    /// the direction is never marked drained again.
+    pub(crate) closed: bool,
     pub(crate) waiters: VecDeque<Waiter>,
     /// Set by a back-off (`EMFILE` on accept): readiness events are ignored, and a level-triggered
     /// backend does not watch the direction, until the loop's wake-up at this instant.
@@ -52,9 +58,10 @@ pub(crate) struct Direction {
 }
 
 impl Direction {
-    fn new() -> Direction {
+    fn new(ready: bool) -> Direction {
         Direction {
-            ready: true,
+            ready,
+            closed: false,
             waiters: VecDeque::new(),
             backoff_until: None,
         }
@@ -69,6 +76,8 @@ pub(crate) struct Source {
     /// Incremented by `cancel()`: a future that registered before sees the change and reports
     /// `ECANCELED`.
     pub(crate) cancel_epoch: u32,
+    /// A timer source's armed deadline: a heap entry for another instant is stale.
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl Source {
@@ -96,12 +105,15 @@ impl SourceTable {
     pub(crate) fn insert(&mut self, fd: FdSlot) -> Token {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
+        // An fd may be ready already: try first. A virtual source is ready only when fired.
+        let ready = !matches!(fd, FdSlot::Virtual);
         let index = self.slab.insert(Source {
             fd,
             generation,
-            read: Direction::new(),
-            write: Direction::new(),
+            read: Direction::new(ready),
+            write: Direction::new(ready),
             cancel_epoch: 0,
+            deadline: None,
         });
         Token::new(index, generation)
     }
@@ -132,9 +144,10 @@ impl SourceTable {
     /// Every source that has waiters, with the directions waited on (for level-triggered backends).
     pub(crate) fn interests(&self) -> impl Iterator<Item = (BorrowedFd<'_>, Token, bool, bool)> {
         self.slab.iter().filter_map(|(index, s)| {
+            let fd = s.fd.fd()?;
             let read = !s.read.waiters.is_empty() && s.read.backoff_until.is_none();
             let write = !s.write.waiters.is_empty() && s.write.backoff_until.is_none();
-            (read || write).then(|| (s.fd.borrow(), Token::new(index, s.generation), read, write))
+            (read || write).then(|| (fd, Token::new(index, s.generation), read, write))
         })
     }
 

@@ -1,0 +1,129 @@
+//! The loop's side of its I/O objects: adding, closing and cancelling sources, and shutting down.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use super::source::{FdSlot, Source, Waiter};
+use super::{Job, LocalHandle, executor, shared};
+use crate::driver::{Driver, Token};
+
+impl LocalHandle {
+    /// Registers a source with the loop; the table owns its fd from now on (or borrows it, when
+    /// attached). A virtual source (timer, completion) has no fd and waits for the loop to fire it.
+    pub(crate) fn add_source(&self, fd: FdSlot) -> io::Result<Token> {
+        if self.is_shut_down() {
+            return Err(shared::gone());
+        }
+        let token = self.inner.sources.borrow_mut().insert(fd);
+        let registered = {
+            let sources = self.inner.sources.borrow();
+            let source = sources.get(token).expect("source just inserted");
+            match source.fd.fd() {
+                Some(fd) => self.inner.driver.borrow_mut().register(fd, token),
+                None => Ok(()),
+            }
+        };
+        if let Err(e) = registered {
+            // Hand an attached fd back untouched; an owned one closes with the removed source.
+            self.inner.sources.borrow_mut().remove(token);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    /// Closes a source: pending operations complete with `ECANCELED`, the driver forgets the fd, and
+    /// the fd is returned (owned) or forgotten (attached). Returns `None` if already closed.
+    pub(crate) fn remove_source(&self, token: Token) -> Option<FdSlot> {
+        let source = self.inner.sources.borrow_mut().remove(token)?;
+        self.deregister(&source);
+        let Source {
+            fd, read, write, ..
+        } = source;
+        for waiter in read.waiters.into_iter().chain(write.waiters) {
+            self.cancel_waiter(waiter);
+        }
+        Some(fd)
+    }
+
+    fn deregister(&self, source: &Source) {
+        if let Some(fd) = source.fd.fd() {
+            // An fd that was dup'ed elsewhere stays in the epoll set unless removed explicitly.
+            let _ = self.inner.driver.borrow_mut().deregister(fd);
+        }
+    }
+
+    /// Completes every operation pending on `token` with `ECANCELED`; the source stays open.
+    pub(crate) fn cancel_source(&self, token: Token) {
+        let waiters: Vec<Waiter> = {
+            let mut sources = self.inner.sources.borrow_mut();
+            let Some(source) = sources.get_mut(token) else {
+                return;
+            };
+            source.cancel_epoch = source.cancel_epoch.wrapping_add(1);
+            let mut all: Vec<Waiter> = source.read.waiters.drain(..).collect();
+            all.extend(source.write.waiters.drain(..));
+            all
+        };
+        for waiter in waiters {
+            self.cancel_waiter(waiter);
+        }
+    }
+
+    pub(crate) fn cancel_waiter(&self, waiter: Waiter) {
+        match waiter {
+            Waiter::Task { waker, .. } => waker.wake(),
+            Waiter::Callback(mut op) => {
+                op.cancel(crate::error::cancelled());
+                self.push_job(Job::Op(op));
+            }
+        }
+    }
+
+    /// Runs `f` with the fd of a live source.
+    pub(crate) fn with_fd<R>(
+        &self,
+        token: Token,
+        f: impl FnOnce(BorrowedFd<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let sources = self.inner.sources.borrow();
+        let fd = sources
+            .get(token)
+            .and_then(|s| s.fd.fd())
+            .ok_or_else(crate::error::closed)?;
+        f(fd)
+    }
+
+    pub(crate) fn owned_fd(fd: FdSlot) -> Option<OwnedFd> {
+        match fd {
+            FdSlot::Owned(fd) => Some(fd),
+            FdSlot::Attached(_) | FdSlot::Virtual => None,
+        }
+    }
+
+    /// Drops everything pending without running it and closes every owned fd.
+    pub(crate) fn shutdown(&self) {
+        let inner = &*self.inner;
+        if inner.shut_down.replace(true) {
+            return;
+        }
+        drop(inner.shared.close());
+        // Blocking jobs not yet started are dropped; running ones finish on their own.
+        drop(inner.blocking.borrow_mut().take());
+        // Tasks first: dropping their futures may drop objects that close sources.
+        executor::shutdown_tasks(self);
+        loop {
+            let jobs: Vec<Job> = inner.ready.borrow_mut().drain(..).collect();
+            let sources = inner.sources.borrow_mut().drain();
+            if jobs.is_empty() && sources.is_empty() {
+                break;
+            }
+            for source in &sources {
+                self.deregister(source);
+            }
+            // Dropping handlers may drop sockets, which find their sources already gone.
+            drop(jobs);
+            drop(sources);
+        }
+        inner.timers.borrow_mut().clear();
+    }
+}

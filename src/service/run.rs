@@ -1,0 +1,235 @@
+//! One turn of the loop: run what is ready, wait on the driver, dispatch readiness, fire timers.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::source::Waiter;
+use super::timers::Due;
+use super::{Job, LocalHandle, RunGuard};
+use crate::driver::{Driver, Token};
+use crate::op::Interest;
+
+impl LocalHandle {
+    pub(crate) fn enter(&self) -> io::Result<RunGuard<'_>> {
+        if self.inner.running.replace(true) {
+            return Err(io::Error::other(
+                "IoService is already running on this thread (run, run_one, poll or block_on called from a handler)",
+            ));
+        }
+        Ok(RunGuard {
+            inner: &self.inner,
+            _thread: self.inner.shared.enter(),
+        })
+    }
+
+    /// Runs up to `max` ready jobs (posted closures, finished operations, woken tasks) that were
+    /// queued when it started; returns how many handlers ran.
+    pub(crate) fn run_ready(&self, max: usize, honor_stop: bool) -> usize {
+        let inner = &*self.inner;
+        let mut budget = inner.ready.borrow().len() + inner.shared.runnables.len();
+        let mut ran = 0;
+        while budget > 0 && ran < max {
+            budget -= 1;
+            let job = inner.ready.borrow_mut().pop_front();
+            ran += 1;
+            match job {
+                Some(Job::Call(f)) => f(),
+                Some(Job::Remote(f)) => f(self),
+                Some(Job::Op(op)) => op.complete(self),
+                None => match inner.shared.runnables.pop() {
+                    Ok(runnable) => self.run_task(runnable),
+                    Err(_) => {
+                        ran -= 1;
+                        break;
+                    }
+                },
+            }
+            if honor_stop && inner.shared.is_stopped() {
+                break;
+            }
+        }
+        ran
+    }
+
+    /// Whether anything is queued to run now.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.inner.ready.borrow().is_empty() || !self.inner.shared.runnables.is_empty()
+    }
+
+    /// One wait on the driver (not blocking when `block` is false or work is queued) and the dispatch
+    /// of what it reported.
+    pub(crate) fn wait_and_dispatch(&self, block: bool) -> io::Result<()> {
+        let inner = &*self.inner;
+        let timeout = if !block || self.has_ready() {
+            Some(Duration::ZERO)
+        } else {
+            inner
+                .timers
+                .borrow()
+                .next_deadline()
+                .map(|at| at.saturating_duration_since(Instant::now()))
+        };
+        let mut events = std::mem::take(&mut *inner.events.borrow_mut());
+        events.clear();
+        let result = inner
+            .driver
+            .borrow_mut()
+            .wait(&inner.sources.borrow(), timeout, &mut events);
+        for ev in &events {
+            if ev.token == Token::WAKE {
+                self.take_remote();
+                continue;
+            }
+            if ev.readable {
+                self.on_ready(ev.token, Interest::Read, ev.closed);
+            }
+            if ev.writable {
+                self.on_ready(ev.token, Interest::Write, ev.closed);
+            }
+        }
+        *inner.events.borrow_mut() = events;
+        self.fire_timers();
+        result
+    }
+
+    /// A direction of `token` became ready: retry the callback operations waiting on it, in order,
+    /// and wake the futures. `closed` (hang-up, error, peer shut down) is remembered: such a direction
+    /// never again waits for an edge that would not come.
+    pub(crate) fn on_ready(&self, token: Token, interest: Interest, closed: bool) {
+        {
+            let mut sources = self.inner.sources.borrow_mut();
+            let Some(source) = sources.get_mut(token) else {
+                return; // closed since: a stale event
+            };
+            let dir = source.dir_mut(interest);
+            dir.closed |= closed;
+            if let Some(until) = dir.backoff_until {
+                if Instant::now() < until {
+                    return; // backing off: only the wake-up at `until` ends it
+                }
+                dir.backoff_until = None;
+            }
+            dir.ready = true;
+        }
+        loop {
+            let waiter = {
+                let mut sources = self.inner.sources.borrow_mut();
+                let Some(source) = sources.get_mut(token) else {
+                    return;
+                };
+                let dir = source.dir_mut(interest);
+                if !dir.ready {
+                    return;
+                }
+                match dir.waiters.pop_front() {
+                    Some(w) => w,
+                    None => return,
+                }
+            };
+            match waiter {
+                Waiter::Task { waker, .. } => waker.wake(),
+                Waiter::Callback(mut op) => {
+                    if op.retry(self) {
+                        self.push_job(Job::Op(op));
+                    } else {
+                        // Still not ready: it keeps its place at the head of the line.
+                        let mut sources = self.inner.sources.borrow_mut();
+                        match sources.get_mut(token) {
+                            Some(source) => source
+                                .dir_mut(interest)
+                                .waiters
+                                .push_front(Waiter::Callback(op)),
+                            None => {
+                                drop(sources);
+                                self.cancel_waiter(Waiter::Callback(op));
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes a virtual source (timer, completion) ready: its waiting operations try again.
+    pub(crate) fn fire(&self, token: Token) {
+        self.on_ready(token, Interest::Read, false);
+    }
+
+    /// Arms the timer source `token` for `deadline` (replacing any earlier deadline).
+    pub(crate) fn arm_timer(&self, token: Token, deadline: Instant) {
+        let live = {
+            let mut sources = self.inner.sources.borrow_mut();
+            let Some(source) = sources.get_mut(token) else {
+                return;
+            };
+            source.deadline = Some(deadline);
+            source.read.ready = false;
+            sources.len()
+        };
+        let mut timers = self.inner.timers.borrow_mut();
+        timers.push(deadline, token, Due::Timer);
+        // Re-armed and cancelled timers leave entries behind; keep them from outgrowing the live set.
+        if timers.len() > 2 * live + 1024 {
+            let sources = self.inner.sources.borrow();
+            timers.retain(|at, token, due| match (due, sources.get(token)) {
+                (_, None) => false,
+                (Due::Timer, Some(s)) => s.deadline == Some(at),
+                (Due::Backoff(_), Some(_)) => true,
+            });
+        }
+    }
+
+    /// Disarms the timer source `token`: its pending heap entry will be ignored.
+    pub(crate) fn disarm_timer(&self, token: Token) {
+        if let Some(source) = self.inner.sources.borrow_mut().get_mut(token) {
+            source.deadline = None;
+            source.read.ready = false;
+        }
+    }
+
+    /// Arranges for `token`'s `interest` direction to be treated as ready after `delay`, and ignores
+    /// its readiness events until then (a level-triggered backend would otherwise report a listener
+    /// with a queued connection as ready at once, and an acceptor out of fds would spin).
+    pub(crate) fn wake_after(&self, token: Token, interest: Interest, delay: Duration) {
+        let at = Instant::now() + delay;
+        if let Some(source) = self.inner.sources.borrow_mut().get_mut(token) {
+            source.dir_mut(interest).backoff_until = Some(at);
+        }
+        self.inner
+            .timers
+            .borrow_mut()
+            .push(at, token, Due::Backoff(interest));
+    }
+
+    fn fire_timers(&self) {
+        let now = Instant::now();
+        loop {
+            let due = self.inner.timers.borrow_mut().pop_due(now);
+            match due {
+                Some((at, token, Due::Timer)) => {
+                    let armed = self
+                        .inner
+                        .sources
+                        .borrow()
+                        .get(token)
+                        .is_some_and(|s| s.deadline == Some(at));
+                    if armed {
+                        self.fire(token);
+                    }
+                }
+                Some((_, token, Due::Backoff(interest))) => self.on_ready(token, interest, false),
+                None => return,
+            }
+        }
+    }
+
+    fn take_remote(&self) {
+        let mut jobs = std::mem::take(&mut *self.inner.remote_jobs.borrow_mut());
+        self.inner.shared.take_remote(&mut jobs);
+        for job in jobs.drain(..) {
+            self.push_job(Job::Remote(job));
+        }
+        *self.inner.remote_jobs.borrow_mut() = jobs;
+    }
+}

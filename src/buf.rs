@@ -6,7 +6,7 @@
 //! io_uring requires and what spares handlers booster's "the buffer must remain valid" rule.
 //!
 //! [`IoBuf`] is a buffer the library may read from (writes); [`IoBufMut`] one it may fill (reads).
-//! Both are implemented for `Vec<u8>`, `Box<[u8]>`, and, with the `bytes` feature, `bytes::BytesMut`;
+//! Both are implemented for `Vec<u8>`, `Box<[u8]>` and `bytes::BytesMut`; `bytes::Bytes`,
 //! `&'static [u8]` and `&'static str` are `IoBuf`. [`Slice`] narrows any of them to a byte range.
 //!
 //! A read fills a buffer from its start, up to [`IoBufMut::bytes_total`] (the capacity of a `Vec`), and
@@ -177,7 +177,6 @@ unsafe impl IoBuf for &'static str {
     }
 }
 
-#[cfg(feature = "bytes")]
 // SAFETY: BytesMut's storage is on the heap and does not move with the handle.
 unsafe impl IoBuf for bytes::BytesMut {
     fn stable_ptr(&self) -> *const u8 {
@@ -191,7 +190,6 @@ unsafe impl IoBuf for bytes::BytesMut {
     }
 }
 
-#[cfg(feature = "bytes")]
 // SAFETY: as above; `set_len` only raises the length over bytes the caller vouches for.
 unsafe impl IoBufMut for bytes::BytesMut {
     fn stable_mut_ptr(&mut self) -> *mut u8 {
@@ -205,7 +203,6 @@ unsafe impl IoBufMut for bytes::BytesMut {
     }
 }
 
-#[cfg(feature = "bytes")]
 // SAFETY: Bytes' storage is immutable and does not move with the handle.
 unsafe impl IoBuf for bytes::Bytes {
     fn stable_ptr(&self) -> *const u8 {

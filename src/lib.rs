@@ -44,8 +44,10 @@
 
 pub mod blocking;
 pub mod buf;
+pub mod client;
 mod driver;
 pub mod error;
+pub mod framed;
 mod net;
 pub mod op;
 mod service;

@@ -1,9 +1,9 @@
 //! # aio
 //!
 //! Asynchronous I/O in the model of booster::aio (CppCMS) and Boost.Asio: one event loop per thread
-//! ([`IoService`]), I/O objects bound to it ([`StreamSocket`], [`Acceptor`], [`IoDevice`]), and
-//! operations ([`Op`]) that complete either through a handler called exactly once with the result
-//! first, or as a future.
+//! ([`IoService`]), I/O objects bound to it ([`StreamSocket`], [`Acceptor`], [`DatagramSocket`],
+//! [`IoDevice`]), and operations ([`Op`]) that complete either through a handler called exactly once
+//! with the result first, or as a future.
 //!
 //! ```
 //! use aio::{Acceptor, IoBuf, IoService, StreamSocket};
@@ -59,10 +59,16 @@ pub use buf::{IoBuf, IoBufMut, Slice};
 pub use driver::Backend;
 pub use error::is_cancelled;
 pub use net::acceptor::{Acceptor, DEFAULT_BACKLOG};
+pub use net::datagram::DatagramSocket;
 pub use net::device::IoDevice;
+pub use net::dialer::Dialer;
 pub use net::endpoint::{Endpoint, Family};
+pub use net::hooks::SocketHooks;
 pub use net::stream::StreamSocket;
 pub use op::{Op, Operation};
 pub use service::{Builder, Handle, IoService, JoinError, JoinHandle, LocalHandle};
 pub use signal::SignalSet;
 pub use time::DeadlineTimer;
+
+/// socket2, whose `SockRef` the [`SocketHooks`] callbacks receive: set any option through it.
+pub use socket2;

@@ -3,18 +3,22 @@
 //! booster's `acceptor` (and Asio's `basic_socket_acceptor`): either its steps — `open(family)`,
 //! reuse-address, `bind_to`, `listen(backlog)` — or the one call [`Acceptor::bind`]. A Unix socket file
 //! the acceptor created is removed when it closes, so a restarted server can bind the same path.
+//!
+//! [`set_hooks`](Acceptor::set_hooks) gives every accepted socket [`SocketHooks`]: an `on_open` run
+//! right after `accept`, before the handler gets the socket, and an `on_close` run right before that
+//! socket's fd closes.
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 
 use socket2::Type;
 
 use crate::LocalHandle;
 use crate::net::endpoint::{Endpoint, Family};
-use crate::net::socket::SocketCore;
+use crate::net::hooks::SocketHooks;
+use crate::net::options::socket_options;
+use crate::net::socket::{SocketCore, UnixFile};
 use crate::op::{Accept, Op};
 
 /// The default listen backlog of [`Acceptor::bind`].
@@ -39,8 +43,10 @@ pub const DEFAULT_BACKLOG: i32 = 1024;
 /// ```
 pub struct Acceptor {
     core: SocketCore,
-    /// The Unix socket file this acceptor created, with its device and inode, to remove on close.
-    unix_file: RefCell<Option<(PathBuf, u64, u64)>>,
+    /// The Unix socket file this acceptor created, to remove on close.
+    unix_file: UnixFile,
+    /// Given to every accepted socket.
+    accepted_hooks: RefCell<SocketHooks>,
 }
 
 impl Acceptor {
@@ -48,7 +54,8 @@ impl Acceptor {
     pub fn new(svc: &LocalHandle) -> Acceptor {
         Acceptor {
             core: SocketCore::new(svc),
-            unix_file: RefCell::new(None),
+            unix_file: UnixFile::default(),
+            accepted_hooks: RefCell::new(SocketHooks::default()),
         }
     }
 
@@ -86,12 +93,26 @@ impl Acceptor {
         self.core.open(family, Type::STREAM)
     }
 
-    /// Sets `SO_REUSEADDR`, so a restarted server can bind a port in `TIME_WAIT`.
+    socket_options!(reuse_address, reuse_port, only_v6, ttl, tos);
+
+    /// Hooks for every socket this acceptor accepts from now on: `on_open` runs right after the
+    /// connection is accepted, before the accept handler gets the socket (its error completes the
+    /// accept with that error, and the connection is closed); `on_close` runs right before the
+    /// accepted socket's fd closes, exactly once (see [`SocketHooks`]). The listening socket itself is
+    /// configured directly, between [`open`](Acceptor::open) and [`bind_to`](Acceptor::bind_to).
     ///
-    /// # Errors
-    /// `NotConnected` if not open; what `setsockopt` reports.
-    pub fn set_reuse_address(&self, reuse: bool) -> io::Result<()> {
-        self.core.with_socket(|s| s.set_reuse_address(reuse))
+    /// ```
+    /// use aio::{Acceptor, IoService, SocketHooks, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let acceptor = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
+    /// acceptor.set_hooks(SocketHooks::new().on_open(|s| s.set_tcp_nodelay(true)));
+    /// let _client = std::net::TcpStream::connect(acceptor.local_endpoint()?.as_ip().unwrap())?;
+    /// let (accepted, _peer) = svc.block_on(acceptor.accept())?;
+    /// assert!(accepted.nodelay()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_hooks(&self, hooks: SocketHooks) {
+        *self.accepted_hooks.borrow_mut() = hooks;
     }
 
     /// Binds to `endpoint` (booster's `bind`), opening the socket for its family first if needed.
@@ -104,11 +125,7 @@ impl Acceptor {
         self.core
             .with_socket(|s| s.bind(&addr))
             .map_err(|e| io::Error::new(e.kind(), format!("bind to {endpoint}: {e}")))?;
-        if let Endpoint::Unix(path) = endpoint {
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                *self.unix_file.borrow_mut() = Some((path.clone(), meta.dev(), meta.ino()));
-            }
-        }
+        self.unix_file.bound(endpoint);
         Ok(())
     }
 
@@ -123,7 +140,8 @@ impl Acceptor {
     /// Accepts one connection: the new socket and the peer's endpoint. Finding no connection (another
     /// process took it) waits again; `EMFILE`/`ENFILE` are reported (see [`crate::op::Accept`]).
     pub fn accept(&self) -> Op<Accept> {
-        Op::new(self.core.svc(), self.core.token(), Accept::new())
+        let hooks = self.accepted_hooks.borrow().clone();
+        Op::new(self.core.svc(), self.core.token(), Accept::new(hooks))
     }
 
     /// The bound endpoint (with the real port when bound to port 0).
@@ -143,7 +161,7 @@ impl Acceptor {
     /// it created (if it is still the same file).
     pub fn close(&self) {
         self.core.close();
-        self.remove_unix_file();
+        self.unix_file.remove();
     }
 
     /// Whether the acceptor is open.
@@ -156,7 +174,7 @@ impl Acceptor {
     /// # Errors
     /// `NotConnected` if not open.
     pub fn release(&self) -> io::Result<OwnedFd> {
-        self.unix_file.borrow_mut().take();
+        self.unix_file.forget();
         self.core.release()
     }
 
@@ -171,23 +189,6 @@ impl Acceptor {
     /// The loop this acceptor belongs to.
     pub fn service(&self) -> &LocalHandle {
         self.core.svc()
-    }
-
-    fn remove_unix_file(&self) {
-        if let Some((path, dev, ino)) = self.unix_file.borrow_mut().take() {
-            let same = std::fs::symlink_metadata(&path)
-                .map(|m| m.dev() == dev && m.ino() == ino)
-                .unwrap_or(false);
-            if same {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
-}
-
-impl Drop for Acceptor {
-    fn drop(&mut self) {
-        self.remove_unix_file();
     }
 }
 

@@ -1,7 +1,12 @@
-//! I/O objects bound to a loop: endpoints, stream sockets, acceptors and devices.
+//! I/O objects bound to a loop: endpoints, stream and datagram sockets, acceptors, dialers, socket
+//! hooks and devices.
 
 pub(crate) mod acceptor;
+pub(crate) mod datagram;
 pub(crate) mod device;
+pub(crate) mod dialer;
 pub(crate) mod endpoint;
+pub(crate) mod hooks;
+pub(crate) mod options;
 pub(crate) mod socket;
 pub(crate) mod stream;

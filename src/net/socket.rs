@@ -1,27 +1,38 @@
-//! What every socket-like object shares: its place in the loop's source table, opening, closing,
-//! cancelling, releasing, and access to the fd for options.
+//! What every socket-like object shares: its place in the loop's source table, opening (with the
+//! socket's hooks), closing, cancelling, releasing, access to the fd for options, and the Unix socket
+//! file a bound socket created.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 use socket2::{SockRef, Socket, Type};
 
 use crate::LocalHandle;
 use crate::driver::Token;
 use crate::net::endpoint::{Endpoint, Family};
+use crate::net::hooks::SocketHooks;
 use crate::service::source::FdSlot;
 
 pub(crate) struct SocketCore {
     svc: LocalHandle,
     token: Cell<Token>,
+    /// Applied to every fd this object creates (`open`).
+    hooks: SocketHooks,
 }
 
 impl SocketCore {
     pub(crate) fn new(svc: &LocalHandle) -> SocketCore {
+        SocketCore::with_hooks(svc, SocketHooks::default())
+    }
+
+    pub(crate) fn with_hooks(svc: &LocalHandle, hooks: SocketHooks) -> SocketCore {
         SocketCore {
             svc: svc.clone(),
             token: Cell::new(Token::NONE),
+            hooks,
         }
     }
 
@@ -37,7 +48,8 @@ impl SocketCore {
         self.svc.with_fd(self.token(), |_| Ok(())).is_ok()
     }
 
-    /// Creates a non-blocking, close-on-exec socket of `family` and `ty` and registers it.
+    /// Creates a non-blocking, close-on-exec socket of `family` and `ty`, runs the `on_open` hook and
+    /// registers it.
     pub(crate) fn open(&self, family: Family, ty: Type) -> io::Result<()> {
         if self.is_open() {
             return Err(io::Error::new(
@@ -47,7 +59,8 @@ impl SocketCore {
         }
         let socket = Socket::new(family.domain(), ty.nonblocking(), None)
             .map_err(|e| io::Error::new(e.kind(), format!("opening a {family:?} socket: {e}")))?;
-        self.register(OwnedFd::from(socket))
+        let slot = self.hooks.prepare(OwnedFd::from(socket))?;
+        self.register_slot(slot)
     }
 
     /// Opens for `endpoint`'s family unless already open.
@@ -61,7 +74,12 @@ impl SocketCore {
 
     /// Takes ownership of a non-blocking fd and registers it, closing whatever was open before.
     pub(crate) fn register(&self, fd: OwnedFd) -> io::Result<()> {
-        let token = self.svc.add_source(FdSlot::Owned(fd))?;
+        self.register_slot(FdSlot::Owned(fd))
+    }
+
+    /// Registers a prepared slot (an fd with or without a close hook).
+    pub(crate) fn register_slot(&self, slot: FdSlot) -> io::Result<()> {
+        let token = self.svc.add_source(slot)?;
         self.close();
         self.token.set(token);
         Ok(())
@@ -113,6 +131,45 @@ impl SocketCore {
 impl Drop for SocketCore {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// The Unix socket file a bound socket created, with its device and inode: removed on close if it is
+/// still that same file, so that a restarted program can bind the same path.
+#[derive(Default)]
+pub(crate) struct UnixFile(RefCell<Option<(PathBuf, u64, u64)>>);
+
+impl UnixFile {
+    /// Remembers the file `endpoint` names, if it is a path (call right after a successful bind).
+    pub(crate) fn bound(&self, endpoint: &Endpoint) {
+        if let Endpoint::Unix(path) = endpoint {
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                *self.0.borrow_mut() = Some((path.clone(), meta.dev(), meta.ino()));
+            }
+        }
+    }
+
+    /// Forgets the file without removing it (`release`: the socket lives on elsewhere).
+    pub(crate) fn forget(&self) {
+        self.0.borrow_mut().take();
+    }
+
+    /// Removes the file if it is still the one the bind created.
+    pub(crate) fn remove(&self) {
+        if let Some((path, dev, ino)) = self.0.borrow_mut().take() {
+            let same = std::fs::symlink_metadata(&path)
+                .map(|m| m.dev() == dev && m.ino() == ino)
+                .unwrap_or(false);
+            if same {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+impl Drop for UnixFile {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 

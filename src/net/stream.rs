@@ -1,7 +1,10 @@
 //! [`StreamSocket`]: a connected byte stream, TCP or Unix, behind one type.
 //!
 //! booster's `stream_socket` and Asio's `ip::tcp::socket` / `local::stream_protocol::socket` in one:
-//! the endpoint decides the family, so the same code serves TCP and Unix sockets.
+//! the endpoint decides the family, so the same code serves TCP and Unix sockets (Asio's
+//! `generic::stream_protocol::socket`). [`dial_host`](StreamSocket::dial_host) adds host names, and
+//! [`send_fds`](StreamSocket::send_fds) / [`recv_fds`](StreamSocket::recv_fds) pass file descriptors
+//! over Unix sockets.
 
 use std::io;
 use std::net::Shutdown;
@@ -11,10 +14,14 @@ use socket2::{Domain, Socket, Type};
 
 use crate::LocalHandle;
 use crate::buf::{IoBuf, IoBufMut};
+use crate::net::dialer::Dialer;
 use crate::net::endpoint::{Endpoint, Family};
+use crate::net::hooks::SocketHooks;
+use crate::net::options::socket_options;
 use crate::net::socket::SocketCore;
 use crate::op::{
-    Connect, Dial, Op, ReadExact, ReadSome, ReadVectored, WriteAll, WriteSome, WriteVectored,
+    Connect, Dial, DialAny, Op, ReadExact, ReadSome, ReadVectored, RecvFds, SendFds, WriteAll,
+    WriteSome, WriteVectored,
 };
 
 /// A stream socket (TCP or Unix) bound to a loop.
@@ -56,9 +63,27 @@ impl StreamSocket {
         }
     }
 
-    /// Opens a socket and connects it to `endpoint` (TCP or Unix, by the endpoint's family).
+    /// A socket that is not open yet, whose fds get `hooks`: `on_open` runs right after `open`,
+    /// `bind` or `connect` creates the fd (before binding or connecting), `on_close` right before the
+    /// fd closes, whatever closes it (see [`SocketHooks`]).
+    pub fn with_hooks(svc: &LocalHandle, hooks: SocketHooks) -> StreamSocket {
+        StreamSocket {
+            core: SocketCore::with_hooks(svc, hooks),
+        }
+    }
+
+    /// Opens a socket and connects it to `endpoint` (TCP or Unix, by the endpoint's family). If the
+    /// connect fails, the socket is closed. [`Dialer`] does the same with [`SocketHooks`].
     pub fn dial(svc: &LocalHandle, endpoint: &Endpoint) -> Op<Dial> {
-        let socket = StreamSocket::new(svc);
+        StreamSocket::dial_with(svc, endpoint, SocketHooks::default())
+    }
+
+    pub(crate) fn dial_with(
+        svc: &LocalHandle,
+        endpoint: &Endpoint,
+        hooks: SocketHooks,
+    ) -> Op<Dial> {
+        let socket = StreamSocket::with_hooks(svc, hooks);
         let prepared = endpoint.to_sock_addr().and_then(|addr| {
             socket.open(endpoint.family())?;
             Ok(addr)
@@ -76,6 +101,50 @@ impl StreamSocket {
                 e,
             ),
         }
+    }
+
+    /// Tries each endpoint in order and completes with the first socket that connects; if none does,
+    /// with an error that lists every endpoint tried and why it failed (its kind is the last
+    /// failure's). Sockets that failed are closed before the next endpoint is tried.
+    ///
+    /// ```
+    /// use aio::{Acceptor, Endpoint, IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let acceptor = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
+    /// let closed: Endpoint = {
+    ///     let gone = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
+    ///     gone.local_endpoint()? // closed when `gone` drops
+    /// };
+    /// let socket = svc.block_on(StreamSocket::dial_any(&svc, vec![closed, acceptor.local_endpoint()?]))?;
+    /// assert_eq!(socket.peer_endpoint()?, acceptor.local_endpoint()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn dial_any(
+        svc: &LocalHandle,
+        endpoints: impl IntoIterator<Item = Endpoint>,
+    ) -> Op<DialAny> {
+        Dialer::new(svc).dial_any(endpoints)
+    }
+
+    /// Connects to `target`: `HOST:PORT` (a host name, resolved off the loop's thread, every address
+    /// tried in order as by [`dial_any`](StreamSocket::dial_any)), or anything [`Endpoint`] parses
+    /// (`IP:PORT`, `[IPv6]:PORT`, `unix:PATH`, `unix:@NAME`), dialled directly. So one configuration
+    /// string picks TCP or Unix at run time and one code path serves both.
+    ///
+    /// A host that does not resolve is a `NotFound` error naming it; a malformed target (no port) an
+    /// `InvalidInput` error quoting it.
+    ///
+    /// ```
+    /// use aio::{Acceptor, IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let acceptor = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
+    /// let port = acceptor.local_endpoint()?.port().unwrap();
+    /// let socket = svc.block_on(StreamSocket::dial_host(&svc, &format!("localhost:{port}")))?;
+    /// assert_eq!(socket.peer_endpoint()?.port(), Some(port));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn dial_host(svc: &LocalHandle, target: &str) -> Op<DialAny> {
+        Dialer::new(svc).dial_host(target)
     }
 
     /// A connected pair of Unix stream sockets (booster's `socket_pair`).
@@ -102,9 +171,15 @@ impl StreamSocket {
         Ok(socket)
     }
 
-    pub(crate) fn from_accepted(svc: &LocalHandle, fd: OwnedFd) -> io::Result<StreamSocket> {
+    /// An accepted connection, with the acceptor's hooks (`on_open` runs here).
+    pub(crate) fn from_accepted(
+        svc: &LocalHandle,
+        fd: OwnedFd,
+        hooks: &SocketHooks,
+    ) -> io::Result<StreamSocket> {
         let socket = StreamSocket::new(svc);
-        socket.core.register(fd)?;
+        let slot = hooks.prepare(fd)?;
+        socket.core.register_slot(slot)?;
         Ok(socket)
     }
 
@@ -171,6 +246,51 @@ impl StreamSocket {
     /// Writes several buffers in order (gather), as much as the socket takes now.
     pub fn write_vectored<B: IoBuf>(&self, bufs: Vec<B>) -> Op<WriteVectored<B>> {
         Op::new(self.core.svc(), self.core.token(), WriteVectored::new(bufs))
+    }
+
+    /// Writes every byte of `buf` and passes `fds` along with them (`SCM_RIGHTS`; Unix sockets only):
+    /// the peer receives its own copies of the fds, with the first bytes, through
+    /// [`recv_fds`](StreamSocket::recv_fds). Completes with the number of bytes written (all of them).
+    ///
+    /// The fds given are closed here once sent (or once the operation fails): pass `fd.try_clone()?`
+    /// to keep one. `buf` must hold at least one byte (the kernel carries fds only with data), and at
+    /// most 253 fds go in one call (`SCM_MAX_FD`): otherwise `InvalidInput`. On a TCP socket the
+    /// operation fails with `Unsupported`.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    /// use aio::{IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let (a, b) = StreamSocket::pair(&svc)?;
+    /// // Pass one end of another connection; keep the other end here.
+    /// let (mut here, there) = UnixStream::pair()?;
+    /// let (res, _) = svc.block_on(a.send_fds(b"x".to_vec(), vec![there.into()]));
+    /// res?;
+    /// let (res, _) = svc.block_on(b.recv_fds(vec![0; 16], 4));
+    /// let received = res?;
+    /// let mut passed = UnixStream::from(received.fds.into_iter().next().unwrap());
+    /// passed.write_all(b"through the passed fd")?;
+    /// drop(passed);
+    /// let mut text = String::new();
+    /// here.read_to_string(&mut text)?;
+    /// assert_eq!(text, "through the passed fd");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_fds<B: IoBuf>(&self, buf: B, fds: Vec<OwnedFd>) -> Op<SendFds<B>> {
+        Op::new(self.core.svc(), self.core.token(), SendFds::new(buf, fds))
+    }
+
+    /// Reads what is available, up to the buffer's capacity, like
+    /// [`read_some`](StreamSocket::read_some), and takes up to `max_fds` file descriptors that came
+    /// with those bytes ([`send_fds`](StreamSocket::send_fds)); they are close-on-exec. See
+    /// [`ReceivedFds`](crate::op::ReceivedFds) for the result (`len == 0` is the end of stream).
+    pub fn recv_fds<B: IoBufMut>(&self, buf: B, max_fds: usize) -> Op<RecvFds<B>> {
+        Op::new(
+            self.core.svc(),
+            self.core.token(),
+            RecvFds::new(buf, max_fds),
+        )
     }
 
     /// Shuts down reading, writing or both; the socket stays open.
@@ -310,6 +430,8 @@ impl StreamSocket {
     pub fn recv_buffer_size(&self) -> io::Result<usize> {
         self.core.with_socket(|s| s.recv_buffer_size())
     }
+
+    socket_options!(linger, ttl, tos, only_v6, reuse_address, reuse_port);
 
     /// The raw fd, while open (booster's `native()`); the socket keeps owning it.
     pub fn native(&self) -> Option<RawFd> {

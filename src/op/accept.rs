@@ -12,21 +12,23 @@ use std::time::Duration;
 
 use super::{Cx, Interest, Operation, Step, sealed};
 use crate::net::endpoint::Endpoint;
+use crate::net::hooks::SocketHooks;
 use crate::net::stream::StreamSocket;
 
 /// How long an acceptor that ran out of fds waits before trying again.
 pub(crate) const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accepts one connection: the new socket and the peer's endpoint. Made by
-/// [`Acceptor::accept`](crate::Acceptor::accept).
-#[derive(Debug, Default)]
+/// [`Acceptor::accept`](crate::Acceptor::accept). The accepted socket gets the acceptor's
+/// [`SocketHooks`] (see [`Acceptor::set_hooks`](crate::Acceptor::set_hooks)).
+#[derive(Debug)]
 pub struct Accept {
-    _private: (),
+    hooks: SocketHooks,
 }
 
 impl Accept {
-    pub(crate) fn new() -> Accept {
-        Accept::default()
+    pub(crate) fn new(hooks: SocketHooks) -> Accept {
+        Accept { hooks }
     }
 }
 
@@ -46,8 +48,9 @@ impl Operation for Accept {
             match listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
                 Ok((socket, addr)) => {
                     let peer = Endpoint::from_sock_addr(&addr).unwrap_or(Endpoint::Unnamed);
-                    let result = StreamSocket::from_accepted(cx.svc(), OwnedFd::from(socket))
-                        .map(|s| (s, peer));
+                    let result =
+                        StreamSocket::from_accepted(cx.svc(), OwnedFd::from(socket), &self.hooks)
+                            .map(|s| (s, peer));
                     return Step::Done(result);
                 }
                 Err(e) => match e.raw_os_error() {

@@ -18,12 +18,18 @@
 
 mod accept;
 mod connect;
+mod datagram;
+mod dial_any;
+mod fd_passing;
 mod read;
 mod ready;
 mod write;
 
 pub use accept::Accept;
 pub use connect::{Connect, Dial};
+pub use datagram::{RecvDatagram, RecvMeta, SendDatagram};
+pub use dial_any::DialAny;
+pub use fd_passing::{MAX_FDS_PER_MESSAGE, ReceivedFds, RecvFds, SendFds};
 pub use read::{ReadExact, ReadSome, ReadVectored};
 pub use ready::Ready;
 pub use write::{WriteAll, WriteSome, WriteVectored};

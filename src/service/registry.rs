@@ -24,8 +24,10 @@ impl LocalHandle {
             }
         };
         if let Err(e) = registered {
-            // Hand an attached fd back untouched; an owned one closes with the removed source.
-            self.inner.sources.borrow_mut().remove(token);
+            // Hand an attached fd back untouched; an owned one closes with the removed source, after
+            // the table is released (a socket's close hook may run and use the loop).
+            let removed = self.inner.sources.borrow_mut().remove(token);
+            drop(removed);
             return Err(e);
         }
         Ok(token)
@@ -96,6 +98,7 @@ impl LocalHandle {
     pub(crate) fn owned_fd(fd: FdSlot) -> Option<OwnedFd> {
         match fd {
             FdSlot::Owned(fd) => Some(fd),
+            FdSlot::Hooked(fd) => Some(fd.into_fd()),
             FdSlot::Attached(_) | FdSlot::Virtual => None,
         }
     }

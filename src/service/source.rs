@@ -19,6 +19,8 @@ use crate::op::{Interest, ReadyOp};
 /// none at all (a timer or completion, made ready by the loop itself).
 pub(crate) enum FdSlot {
     Owned(OwnedFd),
+    /// Owned, with a socket's close hook that runs right before the fd closes (see `net::hooks`).
+    Hooked(crate::net::hooks::HookedFd),
     Attached(RawFd),
     Virtual,
 }
@@ -27,6 +29,7 @@ impl FdSlot {
     pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
             FdSlot::Owned(fd) => Some(fd.as_fd()),
+            FdSlot::Hooked(fd) => Some(fd.as_fd()),
             // SAFETY: `IoDevice::attach` is an `unsafe fn` whose caller promised to keep the fd open
             // for as long as it stays attached, i.e. while this slot exists.
             FdSlot::Attached(fd) => Some(unsafe { BorrowedFd::borrow_raw(*fd) }),

@@ -1,0 +1,161 @@
+//! [`SocketHooks`]: callbacks right after `aio` creates a socket's fd and right before it closes one.
+//!
+//! The answer to "customising socket/close syscalls in Boost.Asio": Asio may close a socket at the OS
+//! level before the owner's destructor runs (a failed `async_connect` that tries the next endpoint, the
+//! `io_context` going away), so a hook in the owner's destructor comes too late. Here the close hook is
+//! attached to the fd itself, inside the loop's source table: whatever drops the fd — `close()`,
+//! dropping the socket, a failed `dial` that discards its socket, dropping the `IoService` while the
+//! socket lives — runs the hook first, exactly once. [`release`](crate::StreamSocket::release) hands the
+//! fd out without running it: the fd is not closed, so it is no longer `aio`'s to announce.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
+
+use socket2::SockRef;
+
+use crate::service::source::FdSlot;
+
+type OpenHook = Rc<dyn Fn(SockRef<'_>) -> io::Result<()>>;
+type CloseHook = Rc<dyn Fn(SockRef<'_>)>;
+
+/// A pair of optional callbacks for the sockets `aio` creates: `on_open` right after the fd is made
+/// (before any `bind` or `connect`), `on_close` right before the fd is closed.
+///
+/// - **`on_open`** gets the new socket as a [`SockRef`] and may set any option on it. An error aborts
+///   the operation that was opening the socket (`open`, `bind`, `connect`, `dial`, `accept`) with that
+///   same error, unchanged, and the fd is closed (running `on_close`).
+/// - **`on_close`** gets the socket, still open, right before `aio` closes it: exactly once per fd,
+///   whatever closes it (see the module docs), never after [`release`](crate::StreamSocket::release)
+///   (which hands the fd out open), and also for an fd whose `on_open` failed. It runs on the loop's
+///   thread; it must not panic (it may run while a socket or the `IoService` is being dropped).
+///
+/// Hooks apply to fds that `aio` creates: [`StreamSocket::with_hooks`](crate::StreamSocket::with_hooks),
+/// [`Dialer::hooks`](crate::Dialer::hooks), [`DatagramSocket::with_hooks`](crate::DatagramSocket::with_hooks),
+/// and every socket an [`Acceptor`](crate::Acceptor) accepts after
+/// [`set_hooks`](crate::Acceptor::set_hooks). Sockets adopted with `from_fd` or made by `pair` have none.
+///
+/// A clone shares the same callbacks (they are reference counted), so one `SocketHooks` value can
+/// serve any number of sockets; keep per-socket state in the callbacks' captures, or key it by fd.
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+/// use aio::{Acceptor, IoService, SocketHooks, StreamSocket};
+///
+/// let svc = IoService::new()?;
+/// let log = Rc::new(RefCell::new(Vec::new()));
+/// let hooks = SocketHooks::new()
+///     .on_open({
+///         let log = log.clone();
+///         move |socket| {
+///             socket.set_tcp_nodelay(true)?;
+///             log.borrow_mut().push("opened, nodelay set");
+///             Ok(())
+///         }
+///     })
+///     .on_close({
+///         let log = log.clone();
+///         move |_socket| log.borrow_mut().push("about to close")
+///     });
+/// let acceptor = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
+/// let socket = StreamSocket::with_hooks(&svc, hooks);
+/// svc.block_on(socket.connect(&acceptor.local_endpoint()?))?;
+/// assert!(socket.nodelay()?);
+/// drop(socket);
+/// assert_eq!(*log.borrow(), ["opened, nodelay set", "about to close"]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct SocketHooks {
+    on_open: Option<OpenHook>,
+    on_close: Option<CloseHook>,
+}
+
+impl SocketHooks {
+    /// No hooks (the same as `SocketHooks::default()`).
+    pub fn new() -> SocketHooks {
+        SocketHooks::default()
+    }
+
+    /// Sets the callback that runs right after `aio` creates a socket, before it is bound or
+    /// connected. Its error aborts the opening operation with that error.
+    pub fn on_open(
+        mut self,
+        hook: impl Fn(SockRef<'_>) -> io::Result<()> + 'static,
+    ) -> SocketHooks {
+        self.on_open = Some(Rc::new(hook));
+        self
+    }
+
+    /// Sets the callback that runs right before `aio` closes a socket it created, exactly once.
+    pub fn on_close(mut self, hook: impl Fn(SockRef<'_>) + 'static) -> SocketHooks {
+        self.on_close = Some(Rc::new(hook));
+        self
+    }
+
+    /// Whether neither callback is set.
+    pub fn is_empty(&self) -> bool {
+        self.on_open.is_none() && self.on_close.is_none()
+    }
+
+    /// Wraps a freshly created fd for the source table and runs `on_open` on it. On error the slot is
+    /// dropped, which runs `on_close`.
+    pub(crate) fn prepare(&self, fd: OwnedFd) -> io::Result<FdSlot> {
+        let slot = match &self.on_close {
+            Some(hook) => FdSlot::Hooked(HookedFd {
+                fd: Some(fd),
+                on_close: Some(hook.clone()),
+            }),
+            None => FdSlot::Owned(fd),
+        };
+        if let Some(hook) = &self.on_open {
+            let fd = slot.fd().expect("an owned slot has an fd");
+            hook(SockRef::from(&fd))?;
+        }
+        Ok(slot)
+    }
+}
+
+impl fmt::Debug for SocketHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketHooks")
+            .field("on_open", &self.on_open.is_some())
+            .field("on_close", &self.on_close.is_some())
+            .finish()
+    }
+}
+
+/// An owned fd whose close hook runs when it is dropped, right before the fd closes; `into_fd` takes
+/// the fd out without running it. Stored in the source table (`FdSlot::Hooked`), so every path that
+/// drops a source — `remove_source`, the service's shutdown — runs the hook exactly once.
+pub(crate) struct HookedFd {
+    /// Always `Some` until `into_fd` or `drop`.
+    fd: Option<OwnedFd>,
+    on_close: Option<CloseHook>,
+}
+
+impl HookedFd {
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd
+            .as_ref()
+            .expect("a live HookedFd has its fd")
+            .as_fd()
+    }
+
+    /// Hands the fd out, open, without running the close hook (`release`).
+    pub(crate) fn into_fd(mut self) -> OwnedFd {
+        self.on_close = None;
+        self.fd.take().expect("a live HookedFd has its fd")
+    }
+}
+
+impl Drop for HookedFd {
+    fn drop(&mut self) {
+        if let (Some(fd), Some(hook)) = (self.fd.as_ref(), self.on_close.take()) {
+            hook(SockRef::from(fd));
+        }
+        // `self.fd` closes after this, when the field drops.
+    }
+}

@@ -1,0 +1,159 @@
+//! Passing file descriptors over Unix stream sockets (`send_fds` / `recv_fds`, `SCM_RIGHTS`): a passed
+//! pipe end works in the receiver, received fds are close-on-exec, several fds keep their order, too
+//! few slots are reported, data after an fd message still flows, and misuse (TCP, no data, too many
+//! fds) is a clear error.
+
+#[macro_use]
+mod util;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use aio::{Acceptor, IoService, StreamSocket};
+use util::Transport;
+
+/// A connected pair of Unix stream sockets through a listener in a temporary directory.
+fn unix_pair(svc: &IoService) -> (StreamSocket, StreamSocket, tempfile::TempDir) {
+    let (ep, dir) = util::listen_endpoint(Transport::Unix).unwrap();
+    let acceptor = Acceptor::bind(svc, &ep).unwrap();
+    let client = svc.block_on(StreamSocket::dial(svc, &ep)).unwrap();
+    let (server, _) = svc.block_on(acceptor.accept()).unwrap();
+    (client, server, dir.unwrap())
+}
+
+/// A pipe's read and write ends (std's `io::pipe` is newer than aio's minimum Rust version).
+fn pipe() -> (File, File) {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+    (r.into(), w.into())
+}
+
+fn is_cloexec(fd: &OwnedFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+    flags != -1 && flags & libc::FD_CLOEXEC != 0
+}
+
+matrix_test!(a_passed_pipe_end_works_in_the_receiver, |svc| {
+    let (a, b, _dir) = unix_pair(svc);
+    let (mut reader, writer) = pipe();
+    let (res, buf) = svc.block_on(a.send_fds(b"take this".to_vec(), vec![writer.into()]));
+    assert_eq!(res.unwrap(), 9);
+    assert_eq!(buf, b"take this");
+    let (res, buf) = svc.block_on(b.recv_fds(vec![0u8; 64], 4));
+    let got = res.unwrap();
+    assert_eq!(&buf[..got.len], b"take this");
+    assert_eq!(got.fds.len(), 1);
+    assert!(!got.fds_truncated);
+    assert!(is_cloexec(&got.fds[0]), "received fds are close-on-exec");
+    // Our copy of the write end was closed when sent: the received one is the only writer left.
+    let mut passed = std::fs::File::from(got.fds.into_iter().next().unwrap());
+    passed.write_all(b"written through the passed fd").unwrap();
+    drop(passed);
+    let mut text = String::new();
+    reader.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "written through the passed fd");
+});
+
+matrix_test!(
+    several_fds_arrive_in_order_and_data_after_them_still_flows,
+    |svc| {
+        let (a, b, _dir) = unix_pair(svc);
+        let pipes: Vec<(File, File)> = (0..3).map(|_| pipe()).collect();
+        let (readers, writers): (Vec<_>, Vec<_>) = pipes.into_iter().unzip();
+        let fds: Vec<OwnedFd> = writers.into_iter().map(OwnedFd::from).collect();
+        let (res, _) = svc.block_on(a.send_fds(b"fds".to_vec(), fds));
+        res.unwrap();
+        let (res, _) = svc.block_on(a.write_all(b"and more data".to_vec()));
+        res.unwrap();
+        // The read stops at the message that carries the fds; what follows comes in later reads.
+        let (res, buf) = svc.block_on(b.recv_fds(vec![0u8; 64], 8));
+        let got = res.unwrap();
+        assert_eq!(&buf[..got.len], b"fds");
+        assert_eq!(got.fds.len(), 3);
+        let (res, buf) = svc.block_on(b.read_exact(vec![0u8; 13]));
+        res.unwrap();
+        assert_eq!(buf, b"and more data");
+        for (i, (fd, mut reader)) in got.fds.into_iter().zip(readers).enumerate() {
+            let mut writer = std::fs::File::from(fd);
+            writer.write_all(&[b'0' + i as u8]).unwrap();
+            drop(writer);
+            let mut byte = Vec::new();
+            reader.read_to_end(&mut byte).unwrap();
+            assert_eq!(byte, [b'0' + i as u8], "fd {i} is the {i}th pipe");
+        }
+    }
+);
+
+matrix_test!(more_fds_than_slots_are_reported_truncated, |svc| {
+    let (a, b, _dir) = unix_pair(svc);
+    let fds: Vec<OwnedFd> = (0..4).map(|_| pipe().1.into()).collect();
+    let (res, _) = svc.block_on(a.send_fds(b"x".to_vec(), fds));
+    res.unwrap();
+    let (res, _) = svc.block_on(b.recv_fds(vec![0u8; 8], 2));
+    let got = res.unwrap();
+    assert_eq!(got.len, 1);
+    assert!(got.fds_truncated, "{got:?}");
+    assert_eq!(got.fds.len(), 2, "the first two; the others were closed");
+});
+
+matrix_test!(
+    send_fds_and_recv_fds_on_a_socket_pair_with_callbacks,
+    |svc| {
+        let (a, b) = StreamSocket::pair(svc).unwrap();
+        let file = tempfile::tempfile().unwrap();
+        let done = std::rc::Rc::new(std::cell::Cell::new(false));
+        a.send_fds(b"file".to_vec(), vec![file.into()])
+            .then(|(res, _)| {
+                res.unwrap();
+            });
+        b.recv_fds(Vec::with_capacity(16), 1).then({
+            let done = done.clone();
+            move |(res, buf)| {
+                let got = res.unwrap();
+                assert_eq!(buf, b"file");
+                let mut file = std::fs::File::from(got.fds.into_iter().next().unwrap());
+                file.write_all(b"ok").unwrap();
+                done.set(true);
+            }
+        });
+        svc.block_on(async {
+            while !done.get() {
+                let _ = svc.after(std::time::Duration::from_millis(1)).await;
+            }
+        });
+    }
+);
+
+matrix_test!(misuse_is_a_clear_error, |svc| {
+    // TCP cannot carry fds.
+    let pair = util::pair(svc, Transport::TcpV4).unwrap();
+    let (fd, _keep) = pipe();
+    let (res, buf) = svc.block_on(pair.a.send_fds(b"x".to_vec(), vec![fd.into()]));
+    let err = res.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("Unix sockets"), "{err}");
+    assert_eq!(buf, b"x");
+    let (res, _) = svc.block_on(pair.b.recv_fds(vec![0u8; 8], 1));
+    assert_eq!(res.unwrap_err().kind(), io::ErrorKind::Unsupported);
+
+    let (a, _b) = StreamSocket::pair(svc).unwrap();
+    // No data to carry the fds.
+    let (fd, _keep) = pipe();
+    let (res, _) = svc.block_on(a.send_fds(Vec::new(), vec![fd.into()]));
+    let err = res.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("at least one byte"), "{err}");
+    // More than SCM_MAX_FD.
+    let many: Vec<OwnedFd> = (0..=aio::op::MAX_FDS_PER_MESSAGE)
+        .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+        .collect();
+    let (res, _) = svc.block_on(a.send_fds(b"x".to_vec(), many));
+    let err = res.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("254 fds"), "{err}");
+    // A closed socket.
+    a.close();
+    let (res, _) = svc.block_on(a.send_fds(b"x".to_vec(), Vec::new()));
+    assert_eq!(res.unwrap_err().kind(), io::ErrorKind::NotConnected);
+});

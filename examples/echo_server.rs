@@ -114,7 +114,7 @@ impl EchoSession {
 }
 
 fn main() -> ExitCode {
-    let args = match common::ServerArgs::from_command_line(PROGRAM) {
+    let args = match common::ServerArgs::from_command_line(PROGRAM, "") {
         Ok(args) => args,
         Err(status) => return status,
     };
@@ -137,7 +137,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    common::stop_on_stdin(&svc);
+    // Enter or the end of stdin stops the loop.
+    let stopper = svc.local();
+    common::on_enter_or_eof(&svc, move || stopper.stop());
     let server = Rc::new(EchoAcceptor {
         acceptor,
         buffer_size: args.buffer_size,

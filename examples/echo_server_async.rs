@@ -52,7 +52,7 @@ async fn echo(socket: StreamSocket, buffer_size: usize) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = match common::ServerArgs::from_command_line(PROGRAM) {
+    let args = match common::ServerArgs::from_command_line(PROGRAM, "") {
         Ok(args) => args,
         Err(status) => return status,
     };
@@ -72,7 +72,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    common::stop_on_stdin(&svc);
+    // Enter or the end of stdin stops the loop.
+    let stopper = svc.local();
+    common::on_enter_or_eof(&svc, move || stopper.stop());
     svc.spawn(accept_loop(svc.local(), acceptor.clone(), args.buffer_size));
 
     // Runs until `stop()`: Enter or the end of stdin.

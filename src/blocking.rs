@@ -67,9 +67,10 @@ impl<T: Send + 'static> Completer<T> {
         *self.cell.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
         let token = self.token;
         // If the loop is gone, nobody is waiting: the value is simply dropped with the cell.
-        let _ = self
-            .shared
-            .post(Box::new(move |svc: &LocalHandle| svc.fire(token)));
+        let _ = self.shared.post(Box::new(move |svc: &LocalHandle| {
+            svc.fire(token);
+            false
+        }));
     }
 }
 

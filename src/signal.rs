@@ -6,7 +6,7 @@
 //! kept (once per signal number) for the next wait.
 //!
 //! A signal wait usually should not keep a loop alive: mark it [`background`](crate::Op::background)
-//! and [`run_until_idle`](crate::IoService::run_until_idle) returns once the real work is done.
+//! and [`run_until_done`](crate::IoService::run_until_done) returns once the real work is done.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -83,6 +83,14 @@ impl SignalSet {
     /// # Errors
     /// `InvalidInput` for a signal that cannot be caught or an unknown number.
     pub fn add(&self, signal: i32) -> io::Result<()> {
+        // signal-hook indexes a table by the number and panics outside it, poisoning a lock that its
+        // drop then unwraps: an abort. Refuse what is not a signal number before it gets there.
+        if !(1..=libc::SIGRTMAX()).contains(&signal) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{signal} is not a signal number"),
+            ));
+        }
         if signal_hook::consts::FORBIDDEN.contains(&signal) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -3,7 +3,9 @@
 //! on Enter or the end of stdin (whatever kind of file stdin is) without leaving a Unix socket
 //! file, half-closed connections, `AIO_BACKEND`, and status 2 with a usage line for bad arguments.
 //!
-//! Data integrity under load is in `echo_integrity.rs`.
+//! The servers here include `graceful_shutdown`, which must meet the same conventions; its
+//! shutdown on signals, and the other timer, signal and blocking-work examples, are in
+//! `examples_shutdown.rs`. Data integrity under load is in `echo_integrity.rs`.
 
 #[allow(dead_code)]
 mod examples_harness;
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use examples_harness::{Conn, Server, command, echo_and_verify, parse_listening_line, run_bounded};
 
-const SERVERS: [&str; 2] = ["echo_server", "echo_server_async"];
+const SERVERS: [&str; 3] = ["echo_server", "echo_server_async", "graceful_shutdown"];
 const BACKENDS: [&str; 2] = ["epoll", "poll"];
 const RUN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -274,12 +276,20 @@ fn help_prints_the_usage_and_exits_0() {
 
 #[test]
 fn an_unknown_backend_exits_2() {
-    for example in ["echo_server", "echo_server_async", "stop_on_enter"] {
+    let examples = [
+        "echo_server",
+        "echo_server_async",
+        "graceful_shutdown",
+        "stop_on_enter",
+        "blocking_driver",
+        "background_signal",
+    ];
+    for example in examples {
         for name in ["bogus", "select"] {
-            let args: &[&str] = if example == "stop_on_enter" {
-                &[]
-            } else {
+            let args: &[&str] = if SERVERS.contains(&example) {
                 &["127.0.0.1:0"]
+            } else {
+                &[]
             };
             let done = run_bounded(
                 command(example, Some(name), args),

@@ -1,8 +1,9 @@
-//! What the two echo servers (`echo_server` and `echo_server_async`) share, so that they differ
-//! only in how they serve connections: their command line, the choice of backend, the `listening
-//! on` line and stopping when Enter is pressed or stdin reaches its end.
+//! What the serving examples (the echo servers `echo_server`, `echo_server_async` and
+//! `graceful_shutdown`, and others) share, so that they differ only in how they serve and stop:
+//! their command line, the choice of backend, the `listening on` line and noticing when Enter is
+//! pressed or stdin reaches its end.
 //!
-//! Both follow the conventions for `aio`'s serving examples: the endpoint is the first argument,
+//! All follow the conventions for `aio`'s serving examples: the endpoint is the first argument,
 //! the first line on stdout is `listening on ENDPOINT (BACKEND)` with the real port, `AIO_BACKEND`
 //! picks the backend, bad arguments print a usage line and exit with status 2, and the server stops
 //! with status 0 when stdin reaches EOF or Enter is pressed.
@@ -37,12 +38,13 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// Parses the command line (`[ENDPOINT] [--buffer BYTES]`, in any order). On bad arguments,
     /// prints what is wrong and the usage line on stderr and returns the exit status (2); `--help`
-    /// prints the usage on stdout and returns status 0.
-    pub fn from_command_line(program: &str) -> Result<ServerArgs, ExitCode> {
+    /// prints the usage on stdout, followed by `more_help` (what else stops this server, if
+    /// anything), and returns status 0.
+    pub fn from_command_line(program: &str, more_help: &str) -> Result<ServerArgs, ExitCode> {
         match parse(std::env::args_os().skip(1)) {
             Ok(Some(args)) => Ok(args),
             Ok(None) => {
-                println!("usage: {program} {ARGS}\n\n{HELP}");
+                println!("usage: {program} {ARGS}\n\n{HELP}{more_help}");
                 Err(ExitCode::SUCCESS)
             }
             Err(why) => {
@@ -129,34 +131,36 @@ pub fn announce(svc: &IoService, acceptor: &Acceptor) -> io::Result<()> {
     out.flush()
 }
 
-/// Stops the loop when Enter is pressed or stdin reaches EOF (booster's tutorial: watch fd 0 with
-/// an `IoDevice`).
+/// Calls `on_stop` on the loop once Enter is pressed or stdin reaches EOF (booster's tutorial:
+/// watch fd 0 with an `IoDevice`). The wait is a background operation: it never keeps
+/// [`IoService::run_until_done`] running by itself.
 ///
 /// epoll cannot watch every kind of stdin: a regular file or `/dev/null` (`< file`, `< /dev/null`,
 /// a CI runner without a terminal) is refused with `Unsupported`. Such a stdin never blocks, so a
-/// plain thread that reads one line (or EOF) and then calls the thread-safe [`aio::Handle::stop`]
-/// gives the same behaviour there.
-pub fn stop_on_stdin(svc: &LocalHandle) {
+/// plain thread reads one line (or EOF) there and completes an operation of the loop through the
+/// completion bridge ([`LocalHandle::completion`]): `on_stop` still runs on the loop thread.
+pub fn on_enter_or_eof(svc: &LocalHandle, on_stop: impl FnOnce() + 'static) {
     // SAFETY: fd 0 stays open for the life of the process: nothing in this program closes it, and
     // the device is dropped with the loop, before `main` returns.
     match unsafe { IoDevice::attach(svc, 0) } {
         Ok(stdin) => {
-            let svc = svc.clone();
             // The handler owns the device, so the device lives exactly while the wait is pending.
             // Readable means a line was typed or stdin ended (EOF and hang-ups count as readable):
             // either way, stop. A failed wait is no reason to keep running either.
-            stdin.readable().then(move |_result| {
+            stdin.readable().background().then(move |_result| {
                 drop(stdin);
-                svc.stop();
+                on_stop();
             });
         }
         Err(_) => {
-            let handle = svc.handle();
+            let (done, line_read) = svc.completion::<()>();
             std::thread::spawn(move || {
                 // Returns on a newline, EOF or a read error: all of them mean "stop".
                 let _ = io::stdin().lock().read_line(&mut String::new());
-                handle.stop();
+                done.complete(());
             });
+            // A completer dropped unfinished completes the wait with an error: stop then too.
+            line_read.background().then(move |_result| on_stop());
         }
     }
 }

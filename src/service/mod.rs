@@ -241,7 +241,8 @@ impl IoService {
             }
             let ran = self.run_ready(usize::MAX, true);
             count += ran;
-            if ran == 0 || self.is_stopped() {
+            // Nothing ran and nothing was queued meanwhile (a delivery runs no handler but queues one).
+            if (ran == 0 && !self.has_ready()) || self.is_stopped() {
                 return Ok(count);
             }
         }

@@ -34,7 +34,11 @@ impl LocalHandle {
             ran += 1;
             match job {
                 Some(Job::Call(f)) => f(),
-                Some(Job::Remote(f)) => f(self),
+                Some(Job::Remote(f)) => {
+                    if !f(self) {
+                        ran -= 1; // a completion's delivery: its handler runs as a job of its own
+                    }
+                }
                 Some(Job::Op(op)) => op.complete(self),
                 None => match inner.shared.runnables.pop() {
                     Ok(runnable) => self.run_task(runnable),

@@ -11,8 +11,11 @@ use std::sync::{Arc, Mutex};
 use async_task::Runnable;
 use concurrent_queue::ConcurrentQueue;
 
-/// A closure sent to the loop from any thread; it gets the loop's handle when it runs.
-pub(crate) type RemoteJob = Box<dyn FnOnce(&crate::LocalHandle) + Send>;
+/// A closure sent to the loop from any thread; it gets the loop's handle when it runs, and returns
+/// whether it was a handler (a posted closure) rather than the loop's own bookkeeping (delivering a
+/// completion, which queues the operation's handler to run after it): `run_one` and `poll` count
+/// handlers only.
+pub(crate) type RemoteJob = Box<dyn FnOnce(&crate::LocalHandle) -> bool + Send>;
 
 pub(crate) struct Shared {
     /// Readable when the loop has been poked from outside its own thread.
@@ -149,8 +152,10 @@ impl Handle {
     /// # Errors
     /// `BrokenPipe` if the `IoService` has been dropped; `f` is dropped unrun.
     pub fn post(&self, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        self.shared
-            .post(Box::new(move |_: &crate::LocalHandle| f()))
+        self.shared.post(Box::new(move |_: &crate::LocalHandle| {
+            f();
+            true
+        }))
     }
 
     /// Makes `run()` return after the handler now running (if any); later `run()` calls return at once

@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::LocalHandle;
@@ -36,7 +37,9 @@ use crate::service::source::FdSlot;
 pub struct DeadlineTimer {
     svc: LocalHandle,
     token: Token,
-    expiry: Cell<Option<Instant>>,
+    /// Shared with its waits, which read it when they start (a wait made before `expires_at` waits
+    /// for the expiry set when it starts, not a stale one).
+    expiry: Rc<Cell<Option<Instant>>>,
 }
 
 impl DeadlineTimer {
@@ -49,7 +52,7 @@ impl DeadlineTimer {
         Ok(DeadlineTimer {
             svc: svc.clone(),
             token: svc.add_source(FdSlot::Virtual)?,
-            expiry: Cell::new(None),
+            expiry: Rc::new(Cell::new(None)),
         })
     }
 
@@ -78,7 +81,7 @@ impl DeadlineTimer {
             &self.svc,
             self.token,
             TimerWait {
-                deadline: self.expiry.get(),
+                expiry: self.expiry.clone(),
             },
         )
     }
@@ -113,7 +116,9 @@ impl std::fmt::Debug for DeadlineTimer {
 /// A wait on a [`DeadlineTimer`]: `Ok(())` at expiry, `ECANCELED` if cancelled first.
 #[derive(Debug)]
 pub struct TimerWait {
-    deadline: Option<Instant>,
+    /// The timer's expiry. A pending wait is cancelled whenever the expiry changes, so a wait that
+    /// has started always sees the expiry it started with.
+    expiry: Rc<Cell<Option<Instant>>>,
 }
 
 impl sealed::Sealed for TimerWait {}
@@ -126,7 +131,7 @@ impl Operation for TimerWait {
     }
 
     fn attempt(self, _cx: &mut Cx<'_>) -> Step<Self> {
-        match self.deadline {
+        match self.expiry.get() {
             Some(deadline) if Instant::now() >= deadline => Step::Done(Ok(())),
             _ => Step::Wait(self),
         }

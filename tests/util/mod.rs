@@ -388,3 +388,16 @@ pub fn assert_cancelled<T: std::fmt::Debug>(res: &io::Result<T>) {
         Ok(v) => panic!("expected ECANCELED, got Ok({v:?})"),
     }
 }
+
+/// User plus system CPU time used so far by the calling thread (`getrusage(RUSAGE_THREAD)`): what
+/// a loop on this thread cost, whatever else runs in the process or on the machine.
+pub fn thread_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut usage), 0);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}

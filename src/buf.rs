@@ -9,7 +9,7 @@
 //! Both are implemented for `Vec<u8>`, `Box<[u8]>` and `bytes::BytesMut`; `bytes::Bytes`,
 //! `&'static [u8]` and `&'static str` are `IoBuf`. [`Slice`] narrows any of them to a byte range.
 //!
-//! A read fills a buffer from its start, up to [`IoBufMut::bytes_total`] (the capacity of a `Vec`), and
+//! A read fills a buffer from its start, up to [`IoBuf::bytes_total`] (the capacity of a `Vec`), and
 //! raises its initialised length to the count read: `Vec::with_capacity(1024)` and `vec![0; 1024]` both
 //! take up to 1024 bytes.
 //!

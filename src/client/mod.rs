@@ -94,7 +94,7 @@ struct Inner<C: Decoder> {
 /// A client that connects to an endpoint, frames the connection, and reconnects by itself.
 ///
 /// ```no_run
-/// use aio::client::{Backoff, ReconnectingClient};
+/// use aio::client::{Backoff, Observable, ReconnectingClient};
 /// use aio::framed::{Frame, TypeLengthCodec};
 /// let svc = aio::IoService::new()?;
 /// let client = ReconnectingClient::new(&svc, "a", "127.0.0.1:9000".parse()?, TypeLengthCodec::new, Backoff::default());

@@ -1,9 +1,9 @@
 //! Runs the example programs as child processes and talks to them with plain `std` sockets, so that
 //! the tests judge `aio` from outside, the way a user or a script would: nothing here uses `aio`.
 //!
-//! Shared by `tests/examples.rs` and `tests/echo_integrity.rs` (a directory with `mod.rs` is not a
-//! test target of its own). Every wait is bounded: a stuck server fails its test, it never hangs
-//! CI.
+//! Shared by the `tests/examples*.rs` targets and `tests/echo_integrity.rs` (a directory with
+//! `mod.rs` is not a test target of its own). Every wait is bounded: a stuck server fails its
+//! test, it never hangs CI.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -20,15 +20,12 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a server may take to exit once told to stop.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The examples these tests run.
-const EXAMPLES: [&str; 3] = ["echo_server", "echo_server_async", "stop_on_enter"];
-
 /// The path of an example's executable, built first if need be.
 ///
 /// Cargo gives integration tests `CARGO_BIN_EXE_<name>` for binaries only, not for examples. A
 /// plain `cargo test` builds the examples before running the tests, but `cargo test --test
 /// examples` does not, and a binary left from an older build could be stale. So, once per test
-/// process, this runs `cargo build --example ...` with the same `cargo` (which is quick when
+/// process, this runs `cargo build --examples` with the same `cargo` (which is quick when
 /// everything is fresh; cargo releases its build lock before it runs test binaries) and the profile
 /// this test was built with. The executables are found next to this test's own executable:
 /// `<target>/<profile>/deps/<test>` has its examples in `<target>/<profile>/examples/`, whatever
@@ -54,9 +51,7 @@ fn build_examples() -> Result<PathBuf, String> {
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["build", "--quiet"])
         .stdin(Stdio::null());
-    for name in EXAMPLES {
-        cmd.args(["--example", name]);
-    }
+    cmd.arg("--examples");
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
         Some(profile) => {
@@ -64,16 +59,9 @@ fn build_examples() -> Result<PathBuf, String> {
         }
     }
     let output = cmd.output().map_err(|e| format!("running cargo: {e}"))?;
-    let all_there = EXAMPLES.iter().all(|n| examples_dir.join(n).is_file());
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if !all_there {
-            return Err(format!("cargo build failed ({}):\n{stderr}", output.status));
-        }
-        eprintln!("warning: cargo build failed, using the existing examples:\n{stderr}");
-    }
-    if !all_there {
-        return Err(format!("no examples in {}", examples_dir.display()));
+        return Err(format!("cargo build failed ({}):\n{stderr}", output.status));
     }
     Ok(examples_dir)
 }
@@ -164,6 +152,8 @@ pub struct Server {
     /// Stdout lines after the first one.
     more_stdout: Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// The thread collecting stderr: it ends when the program (and its stderr) is gone.
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -195,7 +185,7 @@ impl Server {
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr_pipe = child.stderr.take().expect("piped stderr");
         let stderr = Arc::new(Mutex::new(String::new()));
-        {
+        let stderr_reader = {
             let stderr = stderr.clone();
             thread::spawn(move || {
                 for line in BufReader::new(stderr_pipe).lines() {
@@ -204,8 +194,8 @@ impl Server {
                     all.push_str(&line);
                     all.push('\n');
                 }
-            });
-        }
+            })
+        };
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -223,6 +213,7 @@ impl Server {
             endpoint: String::new(),
             more_stdout: rx,
             stderr,
+            stderr_reader: Some(stderr_reader),
         };
         match server.more_stdout.recv_timeout(START_TIMEOUT) {
             Ok(line) => server.listening_line = line,
@@ -281,6 +272,29 @@ impl Server {
             rest.push(line);
         }
         (status, rest)
+    }
+
+    /// Like [`Server::wait_for_exit`], and also returns all the program wrote on stderr.
+    pub fn wait_for_exit_with_stderr(mut self) -> (ExitStatus, Vec<String>, String) {
+        let reader = self.stderr_reader.take();
+        let stderr = self.stderr.clone();
+        let (status, rest) = self.wait_for_exit();
+        // The program is gone, so its stderr has reached EOF (unless a child of its own kept it).
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+        let all = stderr.lock().unwrap().clone();
+        (status, rest, all)
+    }
+
+    /// Sends `signal` (e.g. `Signal::TERM`) to the program.
+    pub fn send_signal(&self, signal: rustix::process::Signal) {
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .expect("a child's pid is a positive i32");
+        rustix::process::kill_process(pid, signal)
+            .unwrap_or_else(|e| panic!("kill({pid:?}, {signal:?}) for {}: {e}", self.name));
     }
 
     /// Closes the server's stdin (EOF: the server must stop) and waits for it, bounded.
@@ -501,5 +515,18 @@ fn check_echo(mut conn: &Conn, seed: u64, len: usize, deadline: Instant) -> Resu
             ));
         }
         received += n;
+    }
+}
+
+impl Server {
+    /// The next line the program prints on stdout, waiting at most `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.more_stdout.recv_timeout(timeout).ok()
+    }
+
+    /// Kills the program with SIGKILL (nothing can catch it) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 use socket2::Type;
 
@@ -180,10 +180,7 @@ impl Acceptor {
 
     /// The raw fd, while open.
     pub fn native(&self) -> Option<RawFd> {
-        self.core
-            .svc()
-            .with_fd(self.core.token(), |fd| Ok(fd.as_raw_fd()))
-            .ok()
+        self.core.native()
     }
 
     /// The loop this acceptor belongs to.

@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 use socket2::{Domain, Socket, Type};
 
@@ -359,10 +359,7 @@ impl DatagramSocket {
 
     /// The raw fd, while open; the socket keeps owning it.
     pub fn native(&self) -> Option<RawFd> {
-        self.core
-            .svc()
-            .with_fd(self.core.token(), |fd| Ok(fd.as_raw_fd()))
-            .ok()
+        self.core.native()
     }
 
     /// The loop this socket belongs to.

@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -107,6 +107,11 @@ impl SocketCore {
         self.with_socket(|s| Endpoint::from_sock_addr(&s.peer_addr()?))
     }
 
+    /// The raw fd, while open.
+    pub(crate) fn native(&self) -> Option<RawFd> {
+        self.svc.with_fd(self.token(), |fd| Ok(fd.as_raw_fd())).ok()
+    }
+
     /// Completes pending operations with `ECANCELED`; the socket stays open.
     pub(crate) fn cancel(&self) {
         self.svc.cancel_source(self.token());
@@ -175,10 +180,8 @@ impl Drop for UnixFile {
 
 impl std::fmt::Debug for SocketCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let fd = self
-            .svc
-            .with_fd(self.token(), |fd| Ok(std::os::fd::AsRawFd::as_raw_fd(&fd)))
-            .ok();
-        f.debug_struct("Socket").field("fd", &fd).finish()
+        f.debug_struct("Socket")
+            .field("fd", &self.native())
+            .finish()
     }
 }

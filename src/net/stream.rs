@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 use socket2::{Domain, Socket, Type};
 
@@ -435,10 +435,7 @@ impl StreamSocket {
 
     /// The raw fd, while open (booster's `native()`); the socket keeps owning it.
     pub fn native(&self) -> Option<RawFd> {
-        self.core
-            .svc()
-            .with_fd(self.core.token(), |fd| Ok(fd.as_raw_fd()))
-            .ok()
+        self.core.native()
     }
 
     /// The loop this socket belongs to (booster's `get_io_service`).

@@ -23,6 +23,9 @@
 //! one line per piece of work done or cancelled, in the order it happened (the echo first, then the
 //! timers in order), a line for a signal if one came, and finally `run_until_done returned: ...`.
 
+#[allow(dead_code)]
+mod common;
+
 use std::cell::Cell;
 use std::io;
 use std::process::ExitCode;
@@ -139,13 +142,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let svc = match IoService::from_env() {
+    let svc = match common::service_from_env(PROGRAM) {
         Ok(svc) => svc,
-        Err(e) => {
-            let name = std::env::var("AIO_BACKEND").unwrap_or_default();
-            eprintln!("{PROGRAM}: cannot start the event loop (AIO_BACKEND={name:?}): {e}");
-            return ExitCode::from(2);
-        }
+        Err(status) => return status,
     };
     match run(&svc, wait_signal) {
         Ok(()) => ExitCode::SUCCESS,

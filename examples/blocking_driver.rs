@@ -37,6 +37,9 @@
 //! for the microseconds between two receive calls, or after the last packet with `--packets 1`
 //! or 2).
 
+#[allow(dead_code)]
+mod common;
+
 use std::io;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -44,7 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use aio::{Completion, DeadlineTimer, IoService, LocalHandle, Op};
+use aio::{Completion, DeadlineTimer, LocalHandle, Op};
 
 const PROGRAM: &str = "blocking_driver";
 const USAGE: &str = "usage: blocking_driver [--packets N]";
@@ -303,13 +306,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let svc = match IoService::from_env() {
+    let svc = match common::service_from_env(PROGRAM) {
         Ok(svc) => svc,
-        Err(e) => {
-            let name = std::env::var("AIO_BACKEND").unwrap_or_default();
-            eprintln!("{PROGRAM}: cannot start the event loop (AIO_BACKEND={name:?}): {e}");
-            return ExitCode::from(2);
-        }
+        Err(status) => return status,
     };
     let timer = match DeadlineTimer::new(&svc) {
         Ok(timer) => timer,

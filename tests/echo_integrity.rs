@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use examples_harness::{Server, echo_and_verify, ipv6_loopback};
 
-const BACKENDS: [&str; 2] = ["epoll", "poll"];
+const BACKENDS: [&str; 3] = ["epoll", "poll", "uring"];
 const CONNECTIONS: usize = 200;
 /// The whole load on one server must be done within this (it takes about a second).
 const LOAD_TIMEOUT: Duration = Duration::from_secs(40);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use examples_harness::{Conn, Server, command, echo_and_verify, parse_listening_line, run_bounded};
 
 const SERVERS: [&str; 3] = ["echo_server", "echo_server_async", "graceful_shutdown"];
-const BACKENDS: [&str; 2] = ["epoll", "poll"];
+const BACKENDS: [&str; 3] = ["epoll", "poll", "uring"];
 const RUN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A Unix socket endpoint in a fresh temporary directory (kept alive by the returned guard).

@@ -36,7 +36,7 @@ fn until_all(clients: &Server, names: &[&str], event: &str, lines: &mut Vec<Stri
 
 #[test]
 fn clients_start_in_order_and_survive_a_killed_server() {
-    for backend in ["epoll", "poll"] {
+    for backend in ["epoll", "poll", "uring"] {
         let dir = tempfile::tempdir().unwrap();
         let endpoint = format!("unix:{}", dir.path().join("ipc.sock").display());
         let mut server = Server::start("ipc_server", Some(backend), &[&endpoint]);

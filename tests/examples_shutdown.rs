@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use examples_harness::{Conn, Pattern, Server, command, run_bounded};
 use rustix::process::Signal;
 
-const BACKENDS: [&str; 2] = ["epoll", "poll"];
+const BACKENDS: [&str; 3] = ["epoll", "poll", "uring"];
 const RUN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How soon `graceful_shutdown` must exit after the signal when every client reads its echo.
 const GRACEFUL_EXIT: Duration = Duration::from_secs(1);

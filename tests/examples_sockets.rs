@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use examples_harness::{Server, command, run_bounded};
 
-const BACKENDS: [&str; 2] = ["epoll", "poll"];
+const BACKENDS: [&str; 3] = ["epoll", "poll", "uring"];
 const RUN_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn run(example: &str, backend: Option<&str>, args: &[&str]) -> examples_harness::Finished {

@@ -13,6 +13,7 @@
 
 pub(crate) mod epoll;
 pub(crate) mod poll;
+pub(crate) mod uring;
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -27,23 +28,27 @@ pub enum Backend {
     Epoll,
     /// POSIX `poll(2)`: the portable fallback.
     Poll,
+    /// Linux io_uring (opt-in): readiness through multishot poll requests, submitted and reaped in
+    /// one `io_uring_enter` per turn.
+    Uring,
 }
 
 impl Backend {
-    /// The backend's name: `"epoll"` or `"poll"`, as accepted by `AIO_BACKEND`.
+    /// The backend's name: `"epoll"`, `"poll"` or `"uring"`, as accepted by `AIO_BACKEND`.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Epoll => "epoll",
             Backend::Poll => "poll",
+            Backend::Uring => "uring",
         }
     }
 
     /// Every backend this build supports, default first.
     pub fn all() -> &'static [Backend] {
-        &[Backend::Epoll, Backend::Poll]
+        &[Backend::Epoll, Backend::Poll, Backend::Uring]
     }
 
-    /// Reads `AIO_BACKEND` (`epoll`, `poll`); unset or empty means the default, epoll.
+    /// Reads `AIO_BACKEND` (`epoll`, `poll`, `uring`); unset or empty means the default, epoll.
     ///
     /// # Errors
     /// `InvalidInput` naming the unknown value and the accepted ones.
@@ -61,13 +66,10 @@ impl std::str::FromStr for Backend {
         match s {
             "epoll" => Ok(Backend::Epoll),
             "poll" => Ok(Backend::Poll),
-            "uring" | "io_uring" => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("backend {s:?} is not available in this build; use epoll or poll"),
-            )),
+            "uring" | "io_uring" => Ok(Backend::Uring),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("unknown backend {s:?}: expected epoll or poll"),
+                format!("unknown backend {s:?}: expected epoll, poll or uring"),
             )),
         }
     }
@@ -131,6 +133,7 @@ pub(crate) trait Driver {
 pub(crate) enum AnyDriver {
     Epoll(epoll::EpollDriver),
     Poll(poll::PollDriver),
+    Uring(Box<uring::UringDriver>),
 }
 
 impl AnyDriver {
@@ -139,6 +142,7 @@ impl AnyDriver {
         Ok(match backend {
             Backend::Epoll => AnyDriver::Epoll(epoll::EpollDriver::new(wake_fd)?),
             Backend::Poll => AnyDriver::Poll(poll::PollDriver::new(wake_fd)?),
+            Backend::Uring => AnyDriver::Uring(Box::new(uring::UringDriver::new(wake_fd)?)),
         })
     }
 }
@@ -149,6 +153,7 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Epoll(d) => d.register(fd, token),
             AnyDriver::Poll(d) => d.register(fd, token),
+            AnyDriver::Uring(d) => d.register(fd, token),
         }
     }
     #[inline]
@@ -156,6 +161,7 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Epoll(d) => d.deregister(fd),
             AnyDriver::Poll(d) => d.deregister(fd),
+            AnyDriver::Uring(d) => d.deregister(fd),
         }
     }
     #[inline]
@@ -168,6 +174,7 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Epoll(d) => d.wait(sources, timeout, events),
             AnyDriver::Poll(d) => d.wait(sources, timeout, events),
+            AnyDriver::Uring(d) => d.wait(sources, timeout, events),
         }
     }
 }

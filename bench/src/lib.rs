@@ -1,0 +1,52 @@
+//! What the Rust echo servers of the benchmark share: their command line and how they stop.
+//!
+//! Every server of the benchmark, in whatever language, is run the same way:
+//! `SERVER [ENDPOINT] [--buffer BYTES]`, ENDPOINT being `IP:PORT` or `unix:PATH` (port 0 picks a
+//! free port); it prints `listening on ENDPOINT (...)` as its first line, serves each connection
+//! with one buffer of BYTES (read what has arrived, write it all back, read again), sets
+//! `TCP_NODELAY` on accepted TCP sockets, and stops when stdin reaches EOF (or on SIGTERM). That
+//! uniformity is what lets the runner drive them alike.
+
+use std::ffi::OsString;
+use std::process::exit;
+
+/// The parsed command line of an echo server.
+pub struct ServerArgs {
+    /// `IP:PORT`, `[IPv6]:PORT` or `unix:PATH`.
+    pub endpoint: String,
+    /// Bytes each connection reads at a time.
+    pub buffer: usize,
+}
+
+/// Parses `[ENDPOINT] [--buffer BYTES]`; prints the usage and exits with status 2 on bad arguments.
+pub fn server_args(program: &str) -> ServerArgs {
+    parse(std::env::args_os().skip(1)).unwrap_or_else(|why| {
+        eprintln!("{program}: {why}");
+        eprintln!("usage: {program} [IP:PORT | unix:PATH] [--buffer BYTES]");
+        exit(2)
+    })
+}
+
+fn parse(args: impl Iterator<Item = OsString>) -> Result<ServerArgs, String> {
+    let mut endpoint = None;
+    let mut buffer = 1024;
+    let mut args = args.map(|a| a.into_string().map_err(|a| format!("{a:?} is not UTF-8")));
+    while let Some(arg) = args.next() {
+        let arg = arg?;
+        if arg == "--buffer" {
+            let value = args.next().ok_or("--buffer needs a value")??;
+            buffer = match value.parse::<usize>() {
+                Ok(n) if (1..=16 << 20).contains(&n) => n,
+                _ => return Err(format!("bad --buffer {value:?}")),
+            };
+        } else if arg.starts_with('-') {
+            return Err(format!("unknown option {arg:?}"));
+        } else if endpoint.replace(arg).is_some() {
+            return Err("only one ENDPOINT".into());
+        }
+    }
+    Ok(ServerArgs {
+        endpoint: endpoint.unwrap_or_else(|| "127.0.0.1:8080".into()),
+        buffer,
+    })
+}

@@ -157,3 +157,75 @@ matrix_test!(misuse_is_a_clear_error, |svc| {
     let (res, _) = svc.block_on(a.send_fds(b"x".to_vec(), Vec::new()));
     assert_eq!(res.unwrap_err().kind(), io::ErrorKind::NotConnected);
 });
+
+/// Reads on `reader` with `read` until it completes, within 5 s of loop time: `None` if it never
+/// completes (a read waiting for an edge that never comes).
+fn read_within<T: 'static>(
+    svc: &IoService,
+    start: impl FnOnce(std::rc::Rc<std::cell::RefCell<Option<T>>>),
+) -> Option<T> {
+    let got = std::rc::Rc::new(std::cell::RefCell::new(None));
+    start(got.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let timer = aio::DeadlineTimer::new(svc).unwrap();
+    timer.expires_at(deadline);
+    timer.wait().then(|_| {});
+    while got.borrow().is_none() && std::time::Instant::now() < deadline {
+        svc.run_one().unwrap();
+    }
+    got.take()
+}
+
+matrix_test!(
+    a_plain_read_that_ends_at_passed_fds_does_not_stall_what_follows,
+    |svc| {
+        // Regression: a Unix stream socket ends a read at a message that carries fds, with more
+        // queued behind it. read_some and read_vectored took such a short read for "drained", so
+        // the next read waited for an edge that had already come, and data sat unread. Each kind of
+        // socket: connected through a listener, made by pair (the family known), adopted with
+        // from_fd (the family asked of the kernel).
+        let (dialed, accepted, _dir) = unix_pair(svc);
+        let (pa, pb) = StreamSocket::pair(svc).unwrap();
+        let (sa, sb) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (fa, fb) = (
+            StreamSocket::from_fd(svc, sa).unwrap(),
+            StreamSocket::from_fd(svc, sb).unwrap(),
+        );
+        for (kind, a, b) in [
+            ("dialed/accepted", &dialed, &accepted),
+            ("pair", &pa, &pb),
+            ("from_fd", &fa, &fb),
+        ] {
+            for vectored in [false, true] {
+                let (_keep, passed) = pipe();
+                svc.block_on(a.write_all(b"one".to_vec())).0.unwrap();
+                svc.block_on(a.send_fds(b"two".to_vec(), vec![passed.into()]))
+                    .0
+                    .unwrap();
+                svc.block_on(a.write_all(b"three".to_vec())).0.unwrap();
+                // Let the loop take the edge of all of it before the first read.
+                svc.poll().unwrap();
+                let first = if vectored {
+                    let (res, bufs) = svc.block_on(b.read_vectored(vec![vec![0u8; 32]; 2]));
+                    let n = res.unwrap();
+                    bufs.concat()[..n].to_vec()
+                } else {
+                    let (res, buf) = svc.block_on(b.read_some(vec![0u8; 64]));
+                    let n = res.unwrap();
+                    buf[..n].to_vec()
+                };
+                assert_eq!(first, b"onetwo", "{kind}: the read ends at the fds");
+                let rest = read_within(svc, |got| {
+                    b.read_some(vec![0u8; 64]).then(move |(res, buf)| {
+                        *got.borrow_mut() = Some(buf[..res.unwrap()].to_vec());
+                    });
+                });
+                assert_eq!(
+                    rest.as_deref(),
+                    Some(&b"three"[..]),
+                    "{kind} (vectored: {vectored}): the bytes behind the fds are read"
+                );
+            }
+        }
+    }
+);

@@ -316,3 +316,70 @@ matrix_test!(
         assert!(socket.is_open());
     }
 );
+
+matrix_test!(
+    a_panicking_open_hook_fails_its_accept_and_the_server_goes_on,
+    |svc| {
+        // Regression: the hook runs while the loop dispatches the listener's event; its panic used to
+        // unwind out of the dispatch, dropping the accept with its handler (the server stopped
+        // accepting) and the rest of that turn's events (their connections stalled, edge-triggered).
+        const CLIENTS: usize = 6;
+        let (acceptor, ep, _dir) = listener(svc, Transport::TcpV4).unwrap();
+        let acceptor = Rc::new(acceptor);
+        let opened = Rc::new(std::cell::Cell::new(0));
+        acceptor.set_hooks(SocketHooks::new().on_open({
+            let opened = opened.clone();
+            move |_| {
+                opened.set(opened.get() + 1);
+                if opened.get() == 2 {
+                    panic!("on_open boom");
+                }
+                Ok(())
+            }
+        }));
+        let results = Rc::new(RefCell::new(Vec::new()));
+        fn accept_again(acceptor: Rc<Acceptor>, results: Rc<RefCell<Vec<io::Result<()>>>>) {
+            let next = acceptor.clone();
+            acceptor.accept().then(move |res| {
+                let done = results.borrow().len() + 1 == CLIENTS;
+                results
+                    .borrow_mut()
+                    .push(res.map(|(socket, _)| drop(socket)));
+                if !done {
+                    accept_again(next, results);
+                }
+            });
+        }
+        // The accept waits first, so that each connection is accepted from the dispatch.
+        accept_again(acceptor.clone(), results.clone());
+        svc.poll().unwrap();
+        let clients: Vec<std::net::TcpStream> = (0..CLIENTS)
+            .map(|_| std::net::TcpStream::connect(ep.as_ip().unwrap()).unwrap())
+            .collect();
+        let start = std::time::Instant::now();
+        while results.borrow().len() < CLIENTS {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "accepting stopped after {} connections",
+                results.borrow().len()
+            );
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| svc.run_one()));
+            assert!(
+                run.is_ok(),
+                "the hook's panic does not unwind out of the loop"
+            );
+        }
+        let results = results.borrow();
+        let failed: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+            .collect();
+        assert_eq!(failed, ["the on_open hook panicked: on_open boom"]);
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+        assert_eq!(
+            results[1].as_ref().unwrap_err().kind(),
+            io::ErrorKind::Other
+        );
+        drop(clients);
+    }
+);

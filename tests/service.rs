@@ -567,3 +567,112 @@ matrix_test!(local_handle_outliving_the_service_reports_gone, |svc| {
     );
     util::assert_kind(&StreamSocket::pair(&local), io::ErrorKind::BrokenPipe);
 });
+
+matrix_test!(a_panic_during_event_dispatch_loses_no_event, |svc| {
+    // Regression: user code can run while the loop dispatches the events of one wait (a waker, a
+    // socket hook). A panic there used to drop the rest of that wait's events: on the edge-triggered
+    // backend they were never reported again, and their operations waited forever.
+    struct PanickingWaker;
+    impl std::task::Wake for PanickingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            panic!("waker boom");
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(PanickingWaker));
+    // A read polled by hand with that waker, and ten callback reads, all waiting.
+    let (x_writer, x_reader) = StreamSocket::pair(svc).unwrap();
+    let mut polled = x_reader.read_some(vec![0u8; 8]);
+    assert!(util::poll_once(&mut polled, &waker).is_pending());
+    let pairs: Vec<(StreamSocket, StreamSocket)> =
+        (0..10).map(|_| StreamSocket::pair(svc).unwrap()).collect();
+    let got = Rc::new(Cell::new(0));
+    for (_, reader) in &pairs {
+        let got = got.clone();
+        reader.read_some(vec![0u8; 8]).then(move |(res, _)| {
+            assert_eq!(res.unwrap(), 1);
+            got.set(got.get() + 1);
+        });
+    }
+    svc.poll().unwrap();
+    // The panicking waker's event comes first in the wait that reports them all.
+    svc.block_on(x_writer.write_all(b"x".to_vec())).0.unwrap();
+    for (writer, _) in &pairs {
+        svc.block_on(writer.write_all(b"y".to_vec())).0.unwrap();
+    }
+    let caught = catch_unwind(AssertUnwindSafe(|| svc.poll()));
+    assert!(caught.is_err(), "the waker's panic passes out of the loop");
+    let start = std::time::Instant::now();
+    while got.get() < pairs.len() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{} of {} reads completed after the panic",
+            got.get(),
+            pairs.len()
+        );
+        svc.poll().unwrap();
+    }
+    drop(polled);
+});
+
+matrix_test!(
+    a_chain_of_handlers_does_not_rescan_every_fd_per_link,
+    |svc| {
+        // Regression: a job queued by a handler (a re-armed accept that finds the next connection, a
+        // write started by a read's handler, a post) waited for the next turn, and each turn asked the
+        // driver for events first. On the poll backend that call scans every fd with a waiter: with
+        // 10,000 idle connections, each link of such a chain cost 10,000 fd checks. Jobs queued during a
+        // turn now run in that turn (up to a bound). Measured as a ratio: the same chain of posts with
+        // 1,000 idle reads pending and with none.
+        util::in_child(|| {
+            const IDLE_PAIRS: usize = 1000;
+            const LINKS: usize = 20_000;
+            fn chain(svc: &IoService) -> std::time::Duration {
+                fn link(svc: aio::LocalHandle, left: usize) {
+                    if left == 0 {
+                        svc.stop();
+                    } else {
+                        let next = svc.clone();
+                        svc.post(move || link(next, left - 1));
+                    }
+                }
+                let start = std::time::Instant::now();
+                link(svc.local(), LINKS);
+                svc.restart();
+                svc.run().unwrap();
+                start.elapsed()
+            }
+            let want = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+            let need = 2 * IDLE_PAIRS as u64 + 64;
+            if want.current.is_some_and(|soft| soft < need) {
+                let raised = rustix::process::setrlimit(
+                    rustix::process::Resource::Nofile,
+                    rustix::process::Rlimit {
+                        current: Some(need),
+                        maximum: want.maximum,
+                    },
+                );
+                if let Err(e) = raised {
+                    eprintln!("skipped: cannot raise RLIMIT_NOFILE to {need}: {e}");
+                    return;
+                }
+            }
+            let alone = chain(svc);
+            let pairs: Vec<(StreamSocket, StreamSocket)> = (0..IDLE_PAIRS)
+                .map(|_| StreamSocket::pair(svc).unwrap())
+                .collect();
+            for (_, idle) in &pairs {
+                idle.read_some(vec![0u8; 1]).then(|_| {});
+            }
+            svc.poll().unwrap();
+            let crowded = chain(svc);
+            eprintln!(
+                "{LINKS} chained posts: {alone:?} alone, {crowded:?} beside {IDLE_PAIRS} idle reads"
+            );
+            assert!(
+                crowded < alone * 5 + std::time::Duration::from_millis(200),
+                "{crowded:?} beside idle fds against {alone:?} alone: the loop rescans them per link"
+            );
+            drop(pairs);
+        });
+    }
+);

@@ -312,3 +312,55 @@ matrix_test!(write_all_of_an_empty_buffer_completes, |svc| {
     assert_eq!(res.unwrap(), 0);
     assert_eq!(b.bytes_readable().unwrap(), 0);
 });
+
+matrix_test!(tcp_urgent_data_does_not_stall_the_bytes_behind_it, |svc| {
+    // Regression: a TCP read stops at the urgent mark when the peer sends with MSG_OOB, with data
+    // queued behind it. That short read was taken for "drained" and the next read waited for an
+    // edge that had already come. Urgent data now marks the source as no longer trusting short
+    // reads (as a hang-up does).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let probe = server.try_clone().unwrap();
+    let socket = StreamSocket::from_fd(svc, server).unwrap();
+    std::io::Write::write_all(&mut peer, b"aaa").unwrap();
+    rustix::net::send(&peer, b"!", rustix::net::SendFlags::OOB).unwrap();
+    std::io::Write::write_all(&mut peer, b"ccc").unwrap();
+    // Loopback delivers as it sends; wait (bounded) until all of it is queued here.
+    for _ in 0..500 {
+        if socket.bytes_readable().unwrap() >= 6 {
+            break;
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            &probe,
+            rustix::event::PollFlags::IN | rustix::event::PollFlags::PRI,
+        )];
+        let tick = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 10_000_000,
+        };
+        let _ = rustix::event::poll(&mut fds, Some(&tick));
+    }
+    // The loop takes the edge of all of it before the first read.
+    svc.poll().unwrap();
+    let (res, buf) = svc.block_on(socket.read_some(vec![0u8; 64]));
+    let n = res.unwrap();
+    assert_eq!(&buf[..n], b"aaa", "the read stops at the urgent mark");
+    let rest = Rc::new(RefCell::new(None));
+    socket.read_some(vec![0u8; 64]).then({
+        let rest = rest.clone();
+        move |(res, buf)| *rest.borrow_mut() = Some(buf[..res.unwrap()].to_vec())
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let timer = aio::DeadlineTimer::new(svc).unwrap();
+    timer.expires_at(deadline);
+    timer.wait().then(|_| {});
+    while rest.borrow().is_none() && std::time::Instant::now() < deadline {
+        svc.run_one().unwrap();
+    }
+    assert_eq!(
+        rest.borrow().as_deref(),
+        Some(&b"ccc"[..]),
+        "the bytes behind the urgent mark are read (the urgent byte itself is out of band)"
+    );
+});

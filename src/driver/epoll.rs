@@ -36,9 +36,11 @@ impl EpollDriver {
 
 impl Driver for EpollDriver {
     fn register(&mut self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()> {
+        // PRI: TCP urgent data (and sysfs-style "exceptional" readiness) counts as readable.
         let flags = epoll::EventFlags::IN
             | epoll::EventFlags::OUT
             | epoll::EventFlags::RDHUP
+            | epoll::EventFlags::PRI
             | epoll::EventFlags::ET;
         epoll::add(&self.epoll, fd, epoll::EventData::new_u64(token.0), flags).map_err(|e| {
             let e = io::Error::from(e);
@@ -75,14 +77,20 @@ impl Driver for EpollDriver {
             Err(e) => return Err(e.into()),
         }
         let err_or_hup = epoll::EventFlags::ERR | epoll::EventFlags::HUP;
+        // A TCP read stops at the urgent mark (`MSG_OOB` from the peer) with data queued behind it
+        // and no further edge to come: like a hang-up, urgent data makes the source stop trusting
+        // short reads (`closed`), so the next read tries the syscall instead of waiting forever.
+        let no_more_edges = err_or_hup | epoll::EventFlags::RDHUP | epoll::EventFlags::PRI;
         events.extend(self.buffer.iter().map(|ev| {
             let flags = ev.flags;
             let hangup = flags.intersects(err_or_hup);
             Event {
-                closed: hangup || flags.contains(epoll::EventFlags::RDHUP),
+                closed: flags.intersects(no_more_edges),
                 token: Token(ev.data.u64()),
                 readable: hangup
-                    || flags.intersects(epoll::EventFlags::IN | epoll::EventFlags::RDHUP),
+                    || flags.intersects(
+                        epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::PRI,
+                    ),
                 writable: hangup || flags.contains(epoll::EventFlags::OUT),
             }
         }));

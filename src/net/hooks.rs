@@ -25,7 +25,9 @@ type CloseHook = Rc<dyn Fn(SockRef<'_>)>;
 ///
 /// - **`on_open`** gets the new socket as a [`SockRef`] and may set any option on it. An error aborts
 ///   the operation that was opening the socket (`open`, `bind`, `connect`, `dial`, `accept`) with that
-///   same error, unchanged, and the fd is closed (running `on_close`).
+///   same error, unchanged, and the fd is closed (running `on_close`). A panic does the same, with an
+///   error of kind `Other` ("the on_open hook panicked: ..."): an accept runs the hook while the loop
+///   dispatches events, where unwinding would lose the accept and its handler.
 /// - **`on_close`** gets the socket, still open, right before `aio` closes it: exactly once per fd,
 ///   whatever closes it (see the module docs), never after [`release`](crate::StreamSocket::release)
 ///   (which hands the fd out open), and also for an fd whose `on_open` failed. It runs on the loop's
@@ -112,7 +114,24 @@ impl SocketHooks {
         };
         if let Some(hook) = &self.on_open {
             let fd = slot.fd().expect("an owned slot has an fd");
-            hook(SockRef::from(&fd))?;
+            // An accept (or a dial trying its next address) runs this while the loop dispatches
+            // events: a panic unwinding from there would take the operation, and its handler, with
+            // it. It fails the operation instead, like an error.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                hook(SockRef::from(&fd))
+            })) {
+                Ok(result) => result?,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".to_string());
+                    return Err(io::Error::other(format!(
+                        "the on_open hook panicked: {what}"
+                    )));
+                }
+            }
         }
         Ok(slot)
     }

@@ -60,7 +60,16 @@ impl SocketCore {
         let socket = Socket::new(family.domain(), ty.nonblocking(), None)
             .map_err(|e| io::Error::new(e.kind(), format!("opening a {family:?} socket: {e}")))?;
         let slot = self.hooks.prepare(OwnedFd::from(socket))?;
-        self.register_slot(slot)
+        self.register_slot(slot)?;
+        self.set_family(family);
+        Ok(())
+    }
+
+    /// Tells the loop the socket's family, which decides whether a short read proves it empty (TCP)
+    /// or not (Unix: a read stops at a message carrying fds).
+    pub(crate) fn set_family(&self, family: Family) {
+        self.svc
+            .set_short_read_drains(self.token(), family != Family::Unix);
     }
 
     /// Opens for `endpoint`'s family unless already open.

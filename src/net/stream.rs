@@ -155,8 +155,10 @@ impl StreamSocket {
         let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM.nonblocking(), None)?;
         let first = StreamSocket::new(svc);
         first.core.register(OwnedFd::from(a))?;
+        first.core.set_family(Family::Unix);
         let second = StreamSocket::new(svc);
         second.core.register(OwnedFd::from(b))?;
+        second.core.set_family(Family::Unix);
         Ok((first, second))
     }
 
@@ -175,11 +177,13 @@ impl StreamSocket {
     pub(crate) fn from_accepted(
         svc: &LocalHandle,
         fd: OwnedFd,
+        family: Family,
         hooks: &SocketHooks,
     ) -> io::Result<StreamSocket> {
         let socket = StreamSocket::new(svc);
         let slot = hooks.prepare(fd)?;
         socket.core.register_slot(slot)?;
+        socket.core.set_family(family);
         Ok(socket)
     }
 

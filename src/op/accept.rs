@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use super::{Cx, Interest, Operation, Step, sealed};
-use crate::net::endpoint::Endpoint;
+use crate::net::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
 use crate::net::stream::StreamSocket;
 
@@ -48,9 +48,18 @@ impl Operation for Accept {
             match listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
                 Ok((socket, addr)) => {
                     let peer = Endpoint::from_sock_addr(&addr).unwrap_or(Endpoint::Unnamed);
-                    let result =
-                        StreamSocket::from_accepted(cx.svc(), OwnedFd::from(socket), &self.hooks)
-                            .map(|s| (s, peer));
+                    let family = if addr.is_unix() {
+                        Family::Unix
+                    } else {
+                        Family::Ipv4 // or IPv6: either way, short reads drain it
+                    };
+                    let result = StreamSocket::from_accepted(
+                        cx.svc(),
+                        OwnedFd::from(socket),
+                        family,
+                        &self.hooks,
+                    )
+                    .map(|s| (s, peer));
                     return Step::Done(result);
                 }
                 Err(e) => match e.raw_os_error() {

@@ -418,10 +418,10 @@ impl LocalHandle {
         let waits = matches!(step, Step::Wait(_));
         if cx.drained || waits {
             if let Some(source) = self.inner.sources.borrow_mut().get_mut(cx.token) {
-                let dir = source.dir_mut(interest);
-                // EAGAIN is the kernel's word; a drained hint is not, once the peer hung up.
-                if waits || !dir.closed {
-                    dir.ready = false;
+                // EAGAIN is the kernel's word, and a back-off must hold; a drained hint is only a hint
+                // (see `Source::drain_hint_holds`: hang-ups, Unix sockets).
+                if waits || cx.retry_after.is_some() || source.drain_hint_holds(interest) {
+                    source.dir_mut(interest).ready = false;
                 }
             }
         }

@@ -6,6 +6,7 @@
 //! closes every fd the loop owns.
 
 pub(crate) mod executor;
+mod fork;
 mod registry;
 mod run;
 pub(crate) mod shared;
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     next_waiter_id: Cell<u64>,
     running: Cell<bool>,
     shut_down: Cell<bool>,
+    /// The fork generation this loop was built in (see `fork`).
+    fork_generation: u64,
 }
 
 /// Builds an [`IoService`] with a chosen backend.
@@ -108,6 +111,7 @@ impl Builder {
             next_waiter_id: Cell::new(0),
             running: Cell::new(false),
             shut_down: Cell::new(false),
+            fork_generation: fork::generation(),
         });
         Ok(IoService {
             local: LocalHandle { inner },
@@ -349,7 +353,7 @@ impl LocalHandle {
         self.inner.backend
     }
 
-    /// The backend's name: `"epoll"` or `"poll"` (booster's `io_service::reactor_name`).
+    /// The backend's name: `"epoll"`, `"poll"` or `"uring"` (booster's `io_service::reactor_name`).
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend.name()
     }

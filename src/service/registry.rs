@@ -33,6 +33,14 @@ impl LocalHandle {
         Ok(token)
     }
 
+    /// Records whether short reads on `token` prove it empty: true for TCP, false for Unix stream
+    /// sockets (see `Source::drain_hint_holds`); a source never told asks the kernel when it matters.
+    pub(crate) fn set_short_read_drains(&self, token: Token, drains: bool) {
+        if let Some(source) = self.inner.sources.borrow_mut().get_mut(token) {
+            source.short_read_drains = Some(drains);
+        }
+    }
+
     /// Closes a source: pending operations complete with `ECANCELED`, the driver forgets the fd, and
     /// the fd is returned (owned) or forgotten (attached). Returns `None` if already closed.
     pub(crate) fn remove_source(&self, token: Token) -> Option<FdSlot> {
@@ -48,6 +56,10 @@ impl LocalHandle {
     }
 
     fn deregister(&self, source: &Source) {
+        // A forked child must not touch the backend it shares with its parent (see `fork`).
+        if super::fork::is_forked_child(self.inner.fork_generation) {
+            return;
+        }
         if let Some(fd) = source.fd.fd() {
             // An fd that was dup'ed elsewhere stays in the epoll set unless removed explicitly.
             let _ = self.inner.driver.borrow_mut().deregister(fd);

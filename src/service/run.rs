@@ -6,8 +6,35 @@ use std::time::{Duration, Instant};
 use super::source::Waiter;
 use super::timers::Due;
 use super::{Job, LocalHandle, RunGuard};
-use crate::driver::{Driver, Token};
+use crate::driver::{Driver, Event, Token};
 use crate::op::Interest;
+
+/// How many jobs queued during a turn's handlers (a handler that accepts again and finds the next
+/// connection waiting, a read that completes at once and starts a write) may still run in that turn
+/// before the loop asks the driver for events again. Without it, every link of such a chain costs a
+/// driver call, and on the poll backend that call scans every watched fd: 10,000 idle connections
+/// made each accept cost 10,000 fd checks. Bounded, so that handlers that keep queueing work cannot
+/// starve I/O and timers.
+const CHAINED_PER_TURN: usize = 256;
+
+/// The events of one wait while they are dispatched. Dispatching runs user code (a socket's
+/// `on_open` hook when an accept completes, a waker): if that panics, the events not yet dispatched,
+/// and the one being dispatched, are kept for the next turn instead of being lost with the unwinding
+/// stack, since an edge-triggered backend never reports them again.
+struct Batch<'a> {
+    svc: &'a LocalHandle,
+    events: Vec<Event>,
+    /// How many events were dispatched completely.
+    done: usize,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        events.drain(..self.done); // everything, unless a panic interrupted the dispatch
+        *self.svc.inner.events.borrow_mut() = events;
+    }
+}
 
 impl LocalHandle {
     pub(crate) fn enter(&self) -> io::Result<RunGuard<'_>> {
@@ -22,11 +49,13 @@ impl LocalHandle {
         })
     }
 
-    /// Runs up to `max` ready jobs (posted closures, finished operations, woken tasks) that were
-    /// queued when it started; returns how many handlers ran.
+    /// Runs up to `max` ready jobs (posted closures, finished operations, woken tasks): those queued
+    /// when it started, and up to [`CHAINED_PER_TURN`] more queued meanwhile; returns how many
+    /// handlers ran.
     pub(crate) fn run_ready(&self, max: usize, honor_stop: bool) -> usize {
         let inner = &*self.inner;
-        let mut budget = inner.ready.borrow().len() + inner.shared.runnables.len();
+        let mut budget =
+            inner.ready.borrow().len() + inner.shared.runnables.len() + CHAINED_PER_TURN;
         let mut ran = 0;
         while budget > 0 && ran < max {
             budget -= 1;
@@ -64,7 +93,9 @@ impl LocalHandle {
     /// of what it reported.
     pub(crate) fn wait_and_dispatch(&self, block: bool) -> io::Result<()> {
         let inner = &*self.inner;
-        let timeout = if !block || self.has_ready() {
+        // Not empty only when a panic interrupted the last dispatch: those events go first.
+        let events = std::mem::take(&mut *inner.events.borrow_mut());
+        let timeout = if !block || self.has_ready() || !events.is_empty() {
             Some(Duration::ZERO)
         } else {
             inner
@@ -73,25 +104,30 @@ impl LocalHandle {
                 .next_deadline()
                 .map(|at| at.saturating_duration_since(Instant::now()))
         };
-        let mut events = std::mem::take(&mut *inner.events.borrow_mut());
-        events.clear();
-        let result = inner
-            .driver
-            .borrow_mut()
-            .wait(&inner.sources.borrow(), timeout, &mut events);
-        for ev in &events {
+        let mut batch = Batch {
+            svc: self,
+            events,
+            done: 0,
+        };
+        let result =
+            inner
+                .driver
+                .borrow_mut()
+                .wait(&inner.sources.borrow(), timeout, &mut batch.events);
+        while let Some(&ev) = batch.events.get(batch.done) {
             if ev.token == Token::WAKE {
                 self.take_remote();
-                continue;
+            } else {
+                if ev.readable {
+                    self.on_ready(ev.token, Interest::Read, ev.closed);
+                }
+                if ev.writable {
+                    self.on_ready(ev.token, Interest::Write, ev.closed);
+                }
             }
-            if ev.readable {
-                self.on_ready(ev.token, Interest::Read, ev.closed);
-            }
-            if ev.writable {
-                self.on_ready(ev.token, Interest::Write, ev.closed);
-            }
+            batch.done += 1;
         }
-        *inner.events.borrow_mut() = events;
+        drop(batch);
         self.fire_timers();
         result
     }

@@ -81,6 +81,9 @@ pub(crate) struct Source {
     pub(crate) cancel_epoch: u32,
     /// A timer source's armed deadline: a heap entry for another instant is stale.
     pub(crate) deadline: Option<std::time::Instant>,
+    /// Whether a short read proves the read direction empty, so that the next read may wait for an
+    /// edge without trying (see [`Source::drain_hint_holds`]). `None` until known.
+    pub(crate) short_read_drains: Option<bool>,
 }
 
 impl Source {
@@ -94,6 +97,36 @@ impl Source {
         match interest {
             Interest::Read => &mut self.read,
             Interest::Write => &mut self.write,
+        }
+    }
+
+    /// Whether an operation's "drained" hint (a short read or write) may be trusted: the direction is
+    /// then marked not ready and the next operation waits for an edge instead of paying for `EAGAIN`.
+    ///
+    /// A short write always means a full send buffer. A short read means an empty receive queue on
+    /// TCP, the common case, which keeps that fast path. It does not on a Unix stream socket: the
+    /// kernel ends a read at a message that carries fds (`SCM_RIGHTS`) or, with `SO_PASSCRED`, at
+    /// another writer's data, with more queued behind it and no new edge to come. There the hint is
+    /// ignored (the next read costs one syscall that may say `EAGAIN`, as a `FIONREAD` check would, but
+    /// only when a read follows). The domain is told at registration where `aio` knows it (open,
+    /// accept, pair) and asked of the kernel once, on the first short read, otherwise (`from_fd`). A
+    /// direction that saw a hang-up or TCP urgent data (`closed`) never trusts the hint again.
+    pub(crate) fn drain_hint_holds(&mut self, interest: Interest) -> bool {
+        if self.dir(interest).closed {
+            return false;
+        }
+        match interest {
+            Interest::Write => true,
+            Interest::Read => {
+                let fd = &self.fd;
+                *self.short_read_drains.get_or_insert_with(|| {
+                    fd.fd().is_some_and(|fd| {
+                        socket2::SockRef::from(&fd)
+                            .domain()
+                            .is_ok_and(|domain| domain != socket2::Domain::UNIX)
+                    })
+                })
+            }
         }
     }
 }
@@ -117,6 +150,7 @@ impl SourceTable {
             write: Direction::new(ready),
             cancel_epoch: 0,
             deadline: None,
+            short_read_drains: None,
         });
         Token::new(index, generation)
     }

@@ -5,7 +5,7 @@
 //!
 //! Every integration test file starts with `#[macro_use] mod util;` and writes its tests as
 //! `matrix_test!(name, |svc| { ... });`, which makes one `#[test]` per backend: `name::epoll`,
-//! `name::poll`. `matrix_covers_every_backend` (in `service.rs`) fails if `Backend::all()` grows a
+//! `name::poll`, `name::uring`. `matrix_covers_every_backend` (in `service.rs`) fails if `Backend::all()` grows a
 //! backend the macro does not generate: a new backend is added to `MATRIX` and the macro together.
 
 #![allow(dead_code)]
@@ -27,13 +27,13 @@ use std::time::Duration;
 use aio::{Backend, Endpoint, IoService, StreamSocket};
 
 /// The backends the matrix generates a test for (one `#[test]` function each).
-pub const MATRIX: &[&str] = &["epoll", "poll"];
+pub const MATRIX: &[&str] = &["epoll", "poll", "uring"];
 
 /// How long any one test may run before the watchdog aborts the process.
 pub const WATCHDOG: Duration = Duration::from_secs(20);
 
-/// One test body per backend: `matrix_test!(name, |svc| { ... })` gives `name::epoll` and
-/// `name::poll`, each running the body on a fresh `IoService` of that backend under a
+/// One test body per backend: `matrix_test!(name, |svc| { ... })` gives `name::epoll`,
+/// `name::poll` and `name::uring`, each running the body on a fresh `IoService` of that backend under a
 /// watchdog.
 #[macro_export]
 macro_rules! matrix_test {
@@ -54,6 +54,11 @@ macro_rules! matrix_test {
             #[test]
             fn poll() {
                 $crate::util::run_on("poll", concat!(stringify!($name), "::poll"), body);
+            }
+
+            #[test]
+            fn uring() {
+                $crate::util::run_on("uring", concat!(stringify!($name), "::uring"), body);
             }
         }
     };
@@ -181,6 +186,8 @@ pub fn in_child(f: impl FnOnce()) {
          --- stdout\n{stdout}\n--- stderr\n{stderr}",
         describe_status(&out.status),
     );
+    // What the child counted and printed (shown with --nocapture).
+    eprint!("{stderr}");
 }
 
 fn describe_status(status: &std::process::ExitStatus) -> String {

@@ -130,17 +130,10 @@ fn parse_args(args: impl Iterator<Item = std::ffi::OsString>) -> Result<Option<b
 }
 
 fn main() -> ExitCode {
-    let wait_signal = match parse_args(std::env::args_os().skip(1)) {
-        Ok(Some(wait_signal)) => wait_signal,
-        Ok(None) => {
-            println!("{USAGE}\n\n{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(why) => {
-            eprintln!("{PROGRAM}: {why}");
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let parsed = parse_args(std::env::args_os().skip(1));
+    let wait_signal = match common::parsed_or_exit(PROGRAM, USAGE, HELP, parsed) {
+        Ok(wait_signal) => wait_signal,
+        Err(status) => return status,
     };
     let svc = match common::service_from_env(PROGRAM) {
         Ok(svc) => svc,

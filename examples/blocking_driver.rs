@@ -294,17 +294,10 @@ fn parse_args(args: impl Iterator<Item = std::ffi::OsString>) -> Result<Option<u
 }
 
 fn main() -> ExitCode {
-    let packets = match parse_args(std::env::args_os().skip(1)) {
-        Ok(Some(packets)) => packets,
-        Ok(None) => {
-            println!("{USAGE}\n\n{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(why) => {
-            eprintln!("{PROGRAM}: {why}");
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let parsed = parse_args(std::env::args_os().skip(1));
+    let packets = match common::parsed_or_exit(PROGRAM, USAGE, HELP, parsed) {
+        Ok(packets) => packets,
+        Err(status) => return status,
     };
     let svc = match common::service_from_env(PROGRAM) {
         Ok(svc) => svc,

@@ -18,6 +18,7 @@
 //!
 //! The server stops, with exit status 0, when Enter is pressed or stdin reaches EOF.
 
+#[allow(dead_code)] // each example uses part of the shared module
 mod common;
 
 use std::io;

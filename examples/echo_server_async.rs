@@ -9,6 +9,7 @@
 //! task owns its socket and ends when the peer stops sending; nothing else keeps track of it.
 //! Arguments, output and stopping (Enter or the end of stdin) are those of `echo_server`.
 
+#[allow(dead_code)] // each example uses part of the shared module
 mod common;
 
 use std::io;

@@ -43,6 +43,7 @@
 //! shutdown does goes to stderr (`SIGTERM: no longer accepting; draining 3 connections`, and
 //! `stopped: ...` at the end).
 
+#[allow(dead_code)] // each example uses part of the shared module
 mod common;
 
 use std::cell::{Cell, RefCell};

@@ -164,3 +164,26 @@ pub fn on_enter_or_eof(svc: &LocalHandle, on_stop: impl FnOnce() + 'static) {
         }
     }
 }
+
+/// Turns a parsed command line into its value or the exit status: `Ok(None)` means `--help` was asked
+/// for (usage and help on stdout, status 0), `Err` a bad argument (the reason and the usage line on
+/// stderr, status 2).
+pub fn parsed_or_exit<T>(
+    program: &str,
+    usage: &str,
+    help: &str,
+    parsed: Result<Option<T>, String>,
+) -> Result<T, ExitCode> {
+    match parsed {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => {
+            println!("{usage}\n\n{help}");
+            Err(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("{program}: {why}");
+            eprintln!("{usage}");
+            Err(usage_error())
+        }
+    }
+}

@@ -262,7 +262,7 @@ stress_test!(ten_thousand_concurrent_echo_connections, 60, |svc| {
         // The loop stops when every session has ended. Once the client process has exited, every
         // connection is closed on its side: if the sessions do not all end soon after (the clients
         // failed), give up.
-        let exited = IoDevice::new(svc, child.pidfd().try_clone_to_owned().unwrap()).unwrap();
+        let exited = IoDevice::new(svc, child.exited_fd().try_clone_to_owned().unwrap()).unwrap();
         let stopper = svc.local();
         exited.readable().then(move |_| {
             let svc = stopper.clone();

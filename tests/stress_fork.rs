@@ -4,7 +4,7 @@
 //! not touch the parent's registrations (the epoll instance is shared across fork).
 //!
 //! Children are made with `libc::fork` inside a child test process (`util::in_child`), leave with
-//! `libc::_exit`, and are waited for with a deadline (pidfd + `waitpid`); they die with the test if
+//! `libc::_exit`, and are waited for with a deadline (an exit pipe + `waitpid`); they die with the test if
 //! it fails first.
 
 #[macro_use]

@@ -161,10 +161,12 @@ pub fn rss_bytes() -> usize {
     kb * 1024
 }
 
-/// A process made by [`fork`]: its pid, and a pidfd that becomes readable when it exits.
+/// A process made by [`fork`]: its pid, and the read end of a pipe whose only write end the child
+/// holds, so that it becomes readable (end of file) when the child exits. (A pidfd would do the
+/// same, but valgrind does not know `pidfd_open`.)
 pub struct Child {
     pub pid: i32,
-    pidfd: OwnedFd,
+    exited: OwnedFd,
 }
 
 /// Forks; the child runs `f` and leaves with `libc::_exit`: status 0 if `f` returned `Ok`, 1 with the
@@ -173,6 +175,7 @@ pub struct Child {
 /// child is killed if the thread that forked it ends first.
 pub fn fork(name: &str, f: impl FnOnce() -> Result<(), String>) -> Child {
     let parent = std::process::id() as i32;
+    let (exited, alive) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
     // SAFETY: fork is called from a test thread; the child only runs `f` (which builds what it needs
     // afresh: loops, sockets) and `_exit`s, never returning into the parent's frames.
     let pid = unsafe { libc::fork() };
@@ -200,18 +203,16 @@ pub fn fork(name: &str, f: impl FnOnce() -> Result<(), String>) -> Child {
         // atexit handlers in the child.
         unsafe { libc::_exit(code) };
     }
-    let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(pid).expect("a child pid is positive"),
-        rustix::process::PidfdFlags::empty(),
-    )
-    .expect("pidfd_open");
-    Child { pid, pidfd }
+    // Only the child holds the write end now: it closes when the child exits.
+    drop(alive);
+    Child { pid, exited }
 }
 
 impl Child {
-    /// The pidfd, readable once the child has exited (to watch it from a loop with `IoDevice`).
-    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.pidfd.as_fd()
+    /// An fd that becomes readable once the child has exited (to watch it from a loop with
+    /// `IoDevice`).
+    pub fn exited_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.exited.as_fd()
     }
 
     /// Waits for the child until `deadline`, then reaps it; kills it (SIGKILL) if it is still
@@ -223,12 +224,12 @@ impl Child {
             tv_sec: left.as_secs() as i64,
             tv_nsec: left.subsec_nanos() as _,
         };
-        let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
+        let mut fds = [PollFd::new(&self.exited, PollFlags::IN)];
         let exited = loop {
             match poll(&mut fds, Some(&ts)) {
                 Ok(n) => break n > 0,
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => panic!("poll on a pidfd: {e}"),
+                Err(e) => panic!("poll on a child's exit pipe: {e}"),
             }
         };
         if !exited {

@@ -19,23 +19,7 @@ use std::net::TcpListener;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use aio::{Acceptor, DeadlineTimer, IoService, SignalSet, StreamSocket};
-
-/// Runs `svc` until `done()` holds, at most `limit`.
-fn run_until(svc: &IoService, limit: Duration, what: &str, done: impl Fn() -> bool) {
-    svc.restart();
-    let deadline = DeadlineTimer::new(svc).unwrap();
-    deadline.expires_after(limit);
-    let expired = Rc::new(Cell::new(false));
-    deadline.wait().then({
-        let expired = expired.clone();
-        move |res| expired.set(res.is_ok())
-    });
-    while !done() {
-        assert!(!expired.get(), "{what}: not done after {limit:?}");
-        svc.run_one().unwrap();
-    }
-}
+use aio::{Acceptor, IoService, SignalSet, StreamSocket};
 
 /// One echo over a fresh pair: proves a loop serves I/O (and makes it run).
 fn echo_once(svc: &IoService, a: &StreamSocket, b: &StreamSocket, what: &str) {
@@ -47,7 +31,7 @@ fn echo_once(svc: &IoService, a: &StreamSocket, b: &StreamSocket, what: &str) {
     // The read waits (EAGAIN) before the data comes: the reply needs the backend's event.
     svc.poll().unwrap();
     a.write_all(b"ping".to_vec()).then(|(res, _)| res.unwrap());
-    run_until(svc, Duration::from_secs(5), what, || got.borrow().is_some());
+    stress::run_until(svc, Duration::from_secs(5), what, || got.borrow().is_some());
     assert_eq!(got.borrow().as_deref(), Some(&b"ping"[..]), "{what}");
 }
 
@@ -171,7 +155,7 @@ stress_test!(
                     done.set(done.get() + 1);
                 });
             }
-            run_until(svc, Duration::from_secs(20), "the clients", || {
+            stress::run_until(svc, Duration::from_secs(20), "the clients", || {
                 done.get() == CLIENTS
             });
             let pids: Vec<i32> = workers.iter().map(|w| w.pid).collect();
@@ -192,7 +176,7 @@ stress_test!(
             });
             svc.poll().unwrap();
             let _last = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            run_until(
+            stress::run_until(
                 svc,
                 Duration::from_secs(5),
                 "the parent's accept after fork",
@@ -267,7 +251,7 @@ stress_test!(
             });
             own.poll().unwrap();
             let _client = std::net::TcpStream::connect(target.as_ip().unwrap()).unwrap();
-            run_until(own, Duration::from_secs(5), "the parent's accept", || {
+            stress::run_until(own, Duration::from_secs(5), "the parent's accept", || {
                 accepted.get()
             });
             eprintln!(

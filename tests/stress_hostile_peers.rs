@@ -15,7 +15,7 @@ use std::net::Shutdown;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use aio::{Acceptor, DeadlineTimer, Endpoint, IoBuf, IoService, LocalHandle, StreamSocket};
+use aio::{Acceptor, DeadlineTimer, Endpoint, IoBuf, LocalHandle, StreamSocket};
 use util::Transport;
 
 /// Accepts forever (until the acceptor is closed), handing each connection to `session`.
@@ -29,22 +29,6 @@ fn accept_loop(acceptor: Rc<Acceptor>, session: Rc<dyn Fn(StreamSocket)>) {
         Err(e) if aio::is_cancelled(&e) => {}
         Err(e) => panic!("accept: {e}"),
     });
-}
-
-/// Runs the loop until `done()` holds, at most `limit`; panics with `what` otherwise.
-fn run_until(svc: &IoService, limit: Duration, what: &str, done: impl Fn() -> bool) {
-    svc.restart();
-    let deadline = DeadlineTimer::new(svc).unwrap();
-    deadline.expires_after(limit);
-    let expired = Rc::new(Cell::new(false));
-    deadline.wait().then({
-        let expired = expired.clone();
-        move |res| expired.set(res.is_ok())
-    });
-    while !done() {
-        assert!(!expired.get(), "{what}: not done after {limit:?}");
-        svc.run_one().unwrap();
-    }
 }
 
 stress_test!(
@@ -119,7 +103,7 @@ stress_test!(
                     }
                 });
             }
-            run_until(svc, Duration::from_secs(30), "resets and replies", || {
+            stress::run_until(svc, Duration::from_secs(30), "resets and replies", || {
                 completed.get() + reset.get() == PEERS && verified.get() == PEERS / 2
             });
             eprintln!(
@@ -186,7 +170,7 @@ stress_test!(half_closed_peers_get_their_whole_reply, 30, |svc| {
                 served.set(served.get() + 1);
             });
         }
-        run_until(svc, Duration::from_secs(20), "half-closed peers", || {
+        stress::run_until(svc, Duration::from_secs(20), "half-closed peers", || {
             served.get() == PEERS
         });
         eprintln!(
@@ -233,7 +217,7 @@ stress_test!(
                 );
                 // Cancelling completes it with ECANCELED and hands back the very same buffer, intact.
                 writer.cancel();
-                run_until(svc, Duration::from_secs(5), "the cancelled write", || {
+                stress::run_until(svc, Duration::from_secs(5), "the cancelled write", || {
                     outcome.borrow().is_some()
                 });
                 let (res, buf) = outcome.borrow_mut().take().unwrap();
@@ -336,7 +320,7 @@ stress_test!(silent_peers_time_out_while_others_are_served, 30, |svc| {
                 }
             });
         }
-        run_until(
+        stress::run_until(
             svc,
             Duration::from_secs(20),
             "silent and talking peers",

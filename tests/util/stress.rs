@@ -10,7 +10,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use aio::IoService;
+use aio::{DeadlineTimer, IoService};
 
 /// `stress_test!(name, seconds, |svc| { ... })`: like `matrix_test!`, one `#[test]` per backend
 /// (`name::epoll`, `name::poll`, `name::uring`), with a watchdog of `seconds` instead of 20; a
@@ -266,5 +266,22 @@ impl Child {
             Ok(code) => panic!("child {pid} exited with status {code}"),
             Err(e) => panic!("{e}"),
         }
+    }
+}
+
+/// Runs `svc` (after a `restart`) until `done()` holds, at most `limit` by the loop's own timer;
+/// panics with `what` otherwise.
+pub fn run_until(svc: &IoService, limit: Duration, what: &str, done: impl Fn() -> bool) {
+    svc.restart();
+    let deadline = DeadlineTimer::new(svc).unwrap();
+    deadline.expires_after(limit);
+    let expired = std::rc::Rc::new(std::cell::Cell::new(false));
+    deadline.wait().then({
+        let expired = expired.clone();
+        move |res| expired.set(res.is_ok())
+    });
+    while !done() {
+        assert!(!expired.get(), "{what}: not done after {limit:?}");
+        svc.run_one().unwrap();
     }
 }

@@ -192,12 +192,13 @@ impl<O: Operation> Op<O> {
                     if counted {
                         self.svc.add_work();
                     }
-                    self.svc.push_job(Job::Op(Box::new(CallbackOp {
+                    let boxed = self.svc.boxed_op(CallbackOp {
                         token: self.token,
                         slot: Slot::<O>::Finished(op.fail(err)),
                         handler,
                         counted,
-                    })));
+                    });
+                    self.svc.push_job(Job::Op(boxed));
                 }
                 return;
             }
@@ -318,7 +319,7 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
             svc.add_work();
         }
         match svc.attempt(token, op) {
-            Step::Done(out) => svc.push_job(Job::Op(Box::new(CallbackOp {
+            Step::Done(out) => svc.push_job(Job::Op(svc.boxed_op(CallbackOp {
                 token,
                 slot: Slot::<O>::Finished(out),
                 handler,
@@ -326,7 +327,7 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
             }))),
             Step::Wait(op) => {
                 let interest = op.interest();
-                let boxed = Box::new(CallbackOp {
+                let boxed = svc.boxed_op(CallbackOp {
                     token,
                     slot: Slot::Pending(op),
                     handler,
@@ -370,7 +371,9 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
     }
 
     fn complete(self: Box<Self>, svc: &LocalHandle) {
-        let this = *self;
+        // The block goes back to the loop's pool before the handler runs: the handler typically
+        // starts the next operation, which takes it again.
+        let this = crate::service::pool::unboxed(&mut svc.inner.op_pool.borrow_mut(), self);
         if this.counted {
             svc.finish_work();
         }
@@ -381,6 +384,11 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
 }
 
 impl LocalHandle {
+    /// Boxes a callback operation in a block recycled from an earlier one when the loop has one.
+    fn boxed_op<T: ReadyOp + 'static>(&self, op: T) -> Box<dyn ReadyOp> {
+        crate::service::pool::boxed(&mut self.inner.op_pool.borrow_mut(), op)
+    }
+
     /// One try of `op` on `token`: skipped (`Wait`) while the direction is known not ready.
     pub(crate) fn attempt<O: Operation>(&self, token: Token, op: O) -> Step<O> {
         let interest = op.interest();

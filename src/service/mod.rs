@@ -7,6 +7,7 @@
 
 pub(crate) mod executor;
 mod fork;
+pub(crate) mod pool;
 mod registry;
 mod run;
 pub(crate) mod shared;
@@ -42,6 +43,8 @@ pub(crate) struct Inner {
     backend: Backend,
     driver: RefCell<AnyDriver>,
     pub(crate) sources: RefCell<SourceTable>,
+    /// Recycled blocks of finished callback operations.
+    pub(crate) op_pool: RefCell<pool::OpPool>,
     ready: RefCell<VecDeque<Job>>,
     events: RefCell<Vec<Event>>,
     remote_jobs: RefCell<Vec<RemoteJob>>,
@@ -100,6 +103,7 @@ impl Builder {
             backend: self.backend,
             driver: RefCell::new(driver),
             sources: RefCell::new(SourceTable::default()),
+            op_pool: RefCell::new(pool::OpPool::default()),
             ready: RefCell::new(VecDeque::new()),
             events: RefCell::new(Vec::with_capacity(1024)),
             remote_jobs: RefCell::new(Vec::new()),

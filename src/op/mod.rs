@@ -36,7 +36,7 @@ pub use write::{WriteAll, WriteSome, WriteVectored};
 
 use std::future::Future;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -197,6 +197,7 @@ impl<O: Operation> Op<O> {
                         slot: Slot::<O>::Finished(op.fail(err)),
                         handler,
                         counted,
+                        queued_before: 0,
                     });
                     self.svc.push_job(Job::Op(boxed));
                 }
@@ -288,8 +289,11 @@ pub(crate) enum WaiterState {
 
 /// A callback operation as the loop stores it: in a waiter list, then in the ready queue.
 pub(crate) trait ReadyOp {
-    /// Tries again after an event; true once finished (the result is stored for `complete`).
-    fn retry(&mut self, svc: &LocalHandle) -> bool;
+    /// Tries again after an event made its direction ready, on the fd the loop looked up with that
+    /// event (`None` for a virtual source); true once finished (the result is stored for `complete`).
+    fn retry(&mut self, svc: &LocalHandle, fd: Option<RawFd>) -> bool;
+    /// How many jobs the loop had queued when the operation started (`LocalHandle::jobs_queued`).
+    fn queued_before(&self) -> u64;
     /// Stores `err` as the result (cancellation).
     fn cancel(&mut self, err: io::Error);
     /// Calls the handler with the stored result.
@@ -302,6 +306,8 @@ struct CallbackOp<O: Operation, F> {
     handler: F,
     /// Counted as work for `run_until_done` (not background).
     counted: bool,
+    /// The loop's count of queued jobs when the operation started (see `ReadyOp::queued_before`).
+    queued_before: u64,
 }
 
 enum Slot<O: Operation> {
@@ -318,20 +324,51 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
         if counted {
             svc.add_work();
         }
-        match svc.attempt(token, op) {
+        // One look at the source decides: queue the operation at once when its direction is known not
+        // ready (no syscall, no second lookup), or try it.
+        let interest = op.interest();
+        let queued_before = svc.jobs_queued();
+        let (op, handler) = {
+            let mut sources = svc.inner.sources.borrow_mut();
+            match sources.get_mut(token) {
+                None => (Err(op), handler),
+                Some(source) => {
+                    let fd = source.fd.raw();
+                    let dir = source.dir_mut(interest);
+                    if op.needs_ready() && !dir.ready {
+                        let boxed = svc.boxed_op(CallbackOp {
+                            token,
+                            slot: Slot::Pending(op),
+                            handler,
+                            counted,
+                            queued_before,
+                        });
+                        dir.waiters.push_back(Waiter::Callback(boxed));
+                        return;
+                    }
+                    (Ok((op, fd)), handler)
+                }
+            }
+        };
+        let step = match op {
+            Ok((op, fd)) => svc.try_on(token, fd, op),
+            Err(op) => Step::Done(op.fail(svc.gone_error())),
+        };
+        match step {
             Step::Done(out) => svc.push_job(Job::Op(svc.boxed_op(CallbackOp {
                 token,
                 slot: Slot::<O>::Finished(out),
                 handler,
                 counted,
+                queued_before,
             }))),
             Step::Wait(op) => {
-                let interest = op.interest();
                 let boxed = svc.boxed_op(CallbackOp {
                     token,
                     slot: Slot::Pending(op),
                     handler,
                     counted,
+                    queued_before,
                 });
                 if let Err(Waiter::Callback(mut boxed)) =
                     svc.register(token, interest, Waiter::Callback(boxed))
@@ -345,9 +382,9 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
 }
 
 impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> {
-    fn retry(&mut self, svc: &LocalHandle) -> bool {
+    fn retry(&mut self, svc: &LocalHandle, fd: Option<RawFd>) -> bool {
         match std::mem::replace(&mut self.slot, Slot::Empty) {
-            Slot::Pending(op) => match svc.attempt(self.token, op) {
+            Slot::Pending(op) => match svc.try_on(self.token, fd, op) {
                 Step::Done(out) => {
                     self.slot = Slot::Finished(out);
                     true
@@ -362,6 +399,10 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
                 true
             }
         }
+    }
+
+    fn queued_before(&self) -> u64 {
+        self.queued_before
     }
 
     fn cancel(&mut self, err: io::Error) {
@@ -389,32 +430,40 @@ impl LocalHandle {
         crate::service::pool::boxed(&mut self.inner.op_pool.borrow_mut(), op)
     }
 
+    /// Why an operation on a token that names no source fails.
+    fn gone_error(&self) -> io::Error {
+        if self.is_shut_down() {
+            crate::service::shared::gone()
+        } else {
+            crate::error::closed()
+        }
+    }
+
     /// One try of `op` on `token`: skipped (`Wait`) while the direction is known not ready.
     pub(crate) fn attempt<O: Operation>(&self, token: Token, op: O) -> Step<O> {
-        let interest = op.interest();
-        let raw = {
+        let fd = {
             let sources = self.inner.sources.borrow();
             let Some(source) = sources.get(token) else {
-                let err = if self.is_shut_down() {
-                    crate::service::shared::gone()
-                } else {
-                    crate::error::closed()
-                };
-                return Step::Done(op.fail(err));
+                return Step::Done(op.fail(self.gone_error()));
             };
-            if op.needs_ready() && !source.dir(interest).ready {
+            if op.needs_ready() && !source.dir(op.interest()).ready {
                 return Step::Wait(op);
             }
-            source
-                .fd
-                .fd()
-                .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd))
+            source.fd.raw()
         };
-        // SAFETY: the source is live, and it can only be closed by `remove_source`, which user code
-        // calls (close, drop, release) and an operation's try never does; so the fd stays open for the
-        // duration of `attempt`. The borrow of the table is released so that a try may register new
-        // sources (an accepted socket).
-        let fd = raw.map(|raw| unsafe { BorrowedFd::borrow_raw(raw) });
+        self.try_on(token, fd, op)
+    }
+
+    /// The try itself, on `fd`, which the caller looked up in `token`'s live source without running
+    /// anything since; then the direction is marked not ready if the try said so.
+    #[inline]
+    pub(crate) fn try_on<O: Operation>(&self, token: Token, fd: Option<RawFd>, op: O) -> Step<O> {
+        let interest = op.interest();
+        // SAFETY: the caller found the source live with this fd, and a source's fd can only be closed
+        // by `remove_source`, which user code calls (close, drop, release) and an operation's try
+        // never does; so the fd stays open for the duration of the try. The borrow of the table is
+        // released so that a try may register new sources (an accepted socket).
+        let fd = fd.map(|raw| unsafe { BorrowedFd::borrow_raw(raw) });
         let mut cx = Cx {
             fd,
             svc: self,

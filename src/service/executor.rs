@@ -259,7 +259,7 @@ impl LocalHandle {
             }
             self.run_ready(usize::MAX, false);
             let block = !flag.woken.load(Ordering::Acquire);
-            if let Err(e) = self.wait_and_dispatch(block) {
+            if let Err(e) = self.wait_and_dispatch(block, true) {
                 panic!("aio::block_on: waiting for events failed: {e}");
             }
         }

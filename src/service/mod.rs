@@ -46,6 +46,11 @@ pub(crate) struct Inner {
     /// Recycled blocks of finished callback operations.
     pub(crate) op_pool: RefCell<pool::OpPool>,
     ready: RefCell<VecDeque<Job>>,
+    /// How many jobs were ever queued in `ready`, and how many of them were taken out to run: a
+    /// callback operation remembers the first count when it starts, so that the loop can tell whether
+    /// everything queued before it has run (see `serve_waiters`).
+    queued: Cell<u64>,
+    dequeued: Cell<u64>,
     events: RefCell<Vec<Event>>,
     remote_jobs: RefCell<Vec<RemoteJob>>,
     /// Timer deadlines and back-offs.
@@ -105,6 +110,8 @@ impl Builder {
             sources: RefCell::new(SourceTable::default()),
             op_pool: RefCell::new(pool::OpPool::default()),
             ready: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            dequeued: Cell::new(0),
             events: RefCell::new(Vec::with_capacity(1024)),
             remote_jobs: RefCell::new(Vec::new()),
             timers: RefCell::new(TimerQueue::default()),
@@ -212,7 +219,7 @@ impl IoService {
                 break;
             }
             // Blocks only when nothing is queued (checked inside).
-            self.wait_and_dispatch(true)?;
+            self.wait_and_dispatch(true, true)?;
         }
         Ok(())
     }
@@ -231,7 +238,7 @@ impl IoService {
             if self.run_ready(1, true) == 1 {
                 return Ok(1);
             }
-            self.wait_and_dispatch(true)?;
+            self.wait_and_dispatch(true, false)?;
         }
     }
 
@@ -243,7 +250,7 @@ impl IoService {
         let _running = self.enter()?;
         let mut count = 0;
         loop {
-            self.wait_and_dispatch(false)?;
+            self.wait_and_dispatch(false, false)?;
             if self.is_stopped() {
                 return Ok(count);
             }
@@ -281,7 +288,7 @@ impl IoService {
             if self.is_stopped() || (self.inner.work.get() == 0 && !self.has_ready()) {
                 return Ok(());
             }
-            self.wait_and_dispatch(true)?;
+            self.wait_and_dispatch(true, true)?;
         }
     }
 
@@ -369,6 +376,12 @@ impl LocalHandle {
 
     pub(crate) fn push_job(&self, job: Job) {
         self.inner.ready.borrow_mut().push_back(job);
+        self.inner.queued.set(self.inner.queued.get() + 1);
+    }
+
+    /// How many jobs have been queued so far (see `Inner::queued`).
+    pub(crate) fn jobs_queued(&self) -> u64 {
+        self.inner.queued.get()
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {

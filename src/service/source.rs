@@ -6,7 +6,7 @@
 //! names a closed source finds nothing, even when the fd number was reused by a new object.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::task::Waker;
 use std::time::Instant;
 
@@ -33,6 +33,17 @@ impl FdSlot {
             // SAFETY: `IoDevice::attach` is an `unsafe fn` whose caller promised to keep the fd open
             // for as long as it stays attached, i.e. while this slot exists.
             FdSlot::Attached(fd) => Some(unsafe { BorrowedFd::borrow_raw(*fd) }),
+            FdSlot::Virtual => None,
+        }
+    }
+
+    /// The fd number, if any (for a try that runs after the table's borrow is released).
+    #[inline]
+    pub(crate) fn raw(&self) -> Option<RawFd> {
+        match self {
+            FdSlot::Owned(fd) => Some(fd.as_raw_fd()),
+            FdSlot::Hooked(fd) => Some(fd.as_fd().as_raw_fd()),
+            FdSlot::Attached(fd) => Some(*fd),
             FdSlot::Virtual => None,
         }
     }

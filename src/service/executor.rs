@@ -191,9 +191,10 @@ impl LocalHandle {
         let entry = tasks.tasks.vacant_entry();
         let key = entry.key();
         let shared = self.inner.shared.clone();
-        let (runnable, task) = async_task::Builder::new()
-            .metadata(key)
-            .spawn_local(move |_| wrapped, move |r| schedule(&shared, r));
+        let (runnable, task) = async_task::Builder::new().metadata(key).spawn_local(
+            move |_| wrapped,
+            move |r| super::shared::schedule(&shared, r),
+        );
         if self.is_shut_down() {
             drop(tasks);
             drop(task); // cancelled at once: the handle reports Cancelled
@@ -298,17 +299,6 @@ impl LocalHandle {
         }
         Some(entry.task)
     }
-}
-
-fn schedule(shared: &Arc<Shared>, runnable: Runnable<usize>) {
-    // The queue is unbounded and only closed when the loop is dropped; a push can then fail, and the
-    // runnable must not be dropped on a foreign thread (its future is !Send): forget it, leaking one task
-    // that can never run again.
-    if let Err(e) = shared.runnables.push(runnable) {
-        std::mem::forget(e.into_inner());
-        return;
-    }
-    shared.notify_if_remote();
 }
 
 struct BlockOnWaker {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::source::{Direction, Waiter};
 use super::timers::Due;
-use super::{Job, LocalHandle, RunGuard};
+use super::{Job, LocalHandle, RunGuard, shared};
 use crate::driver::{Driver, Event, Token};
 use crate::op::Interest;
 
@@ -73,8 +73,10 @@ impl LocalHandle {
     /// handlers ran.
     pub(crate) fn run_ready(&self, max: usize, honor_stop: bool) -> usize {
         let inner = &*self.inner;
-        let mut budget =
-            inner.ready.borrow().len() + inner.shared.runnables.len() + CHAINED_PER_TURN;
+        let mut budget = inner.ready.borrow().len()
+            + shared::local_runnables()
+            + inner.shared.runnables.len()
+            + CHAINED_PER_TURN;
         let mut ran = 0;
         while budget > 0 && ran < max {
             budget -= 1;
@@ -91,12 +93,15 @@ impl LocalHandle {
                     }
                 }
                 Some(Job::Op(op)) => op.complete(self),
-                None => match inner.shared.runnables.pop() {
-                    Ok(runnable) => self.run_task(runnable),
-                    Err(_) => {
-                        ran -= 1;
-                        break;
-                    }
+                None => match shared::pop_local_runnable() {
+                    Some(runnable) => self.run_task(runnable),
+                    None => match inner.shared.runnables.pop() {
+                        Ok(runnable) => self.run_task(runnable),
+                        Err(_) => {
+                            ran -= 1;
+                            break;
+                        }
+                    },
                 },
             }
             if honor_stop && inner.shared.is_stopped() {
@@ -108,7 +113,9 @@ impl LocalHandle {
 
     /// Whether anything is queued to run now.
     pub(crate) fn has_ready(&self) -> bool {
-        !self.inner.ready.borrow().is_empty() || !self.inner.shared.runnables.is_empty()
+        !self.inner.ready.borrow().is_empty()
+            || shared::local_runnables() != 0
+            || !self.inner.shared.runnables.is_empty()
     }
 
     /// One wait on the driver (not blocking when `block` is false or work is queued) and the dispatch

@@ -214,45 +214,50 @@ impl<O: Operation> Future for Op<O> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O::Output> {
         let this = self.get_mut();
-        loop {
-            match std::mem::replace(&mut this.state, State::Done) {
-                State::Start(op) => match this.svc.attempt(this.token, op) {
-                    Step::Done(out) => return Poll::Ready(out),
-                    Step::Wait(op) => {
-                        let id = this.svc.next_waiter_id();
-                        let waiter = Waiter::Task {
-                            id,
-                            waker: cx.waker().clone(),
-                        };
-                        match this.svc.register(this.token, op.interest(), waiter) {
-                            Ok(epoch) => {
-                                this.state = State::Waiting { op, id, epoch };
-                                return Poll::Pending;
-                            }
-                            Err(_) => return Poll::Ready(op.fail(crate::error::closed())),
-                        }
+        let look = match std::mem::replace(&mut this.state, State::Done) {
+            State::Start(op) => this.svc.look(this.token, op, None, cx.waker()),
+            State::Waiting { op, id, epoch } => {
+                this.svc.look(this.token, op, Some((id, epoch)), cx.waker())
+            }
+            State::Failed(op, err) => return Poll::Ready(op.fail(err)),
+            State::Done => panic!("aio::Op polled after it completed"),
+        };
+        let (op, fd) = match look {
+            Look::Try(op, fd) => (op, fd),
+            Look::Wait(state) => {
+                this.state = state;
+                return Poll::Pending;
+            }
+            Look::Done(out) => return Poll::Ready(out),
+        };
+        match this.svc.try_on(this.token, fd, op) {
+            Step::Done(out) => Poll::Ready(out),
+            Step::Wait(op) => {
+                let id = this.svc.next_waiter_id();
+                let waiter = Waiter::Task {
+                    id,
+                    waker: cx.waker().clone(),
+                };
+                match this.svc.register(this.token, op.interest(), waiter) {
+                    Ok(epoch) => {
+                        this.state = State::Waiting { op, id, epoch };
+                        Poll::Pending
                     }
-                },
-                State::Waiting { op, id, epoch } => {
-                    match this
-                        .svc
-                        .waiter_state(this.token, op.interest(), id, epoch, cx.waker())
-                    {
-                        WaiterState::Waiting => {
-                            this.state = State::Waiting { op, id, epoch };
-                            return Poll::Pending;
-                        }
-                        WaiterState::Woken => this.state = State::Start(op),
-                        WaiterState::Cancelled => {
-                            return Poll::Ready(op.fail(crate::error::cancelled()));
-                        }
-                    }
+                    Err(_) => Poll::Ready(op.fail(crate::error::closed())),
                 }
-                State::Failed(op, err) => return Poll::Ready(op.fail(err)),
-                State::Done => panic!("aio::Op polled after it completed"),
             }
         }
     }
+}
+
+/// What one look at its source tells a polled future (see `LocalHandle::look`).
+enum Look<O: Operation> {
+    /// Try the operation now, on this fd.
+    Try(O, Option<RawFd>),
+    /// Still waiting, or queued to wait now: the future's new state.
+    Wait(State<O>),
+    /// Failed without trying (source gone, or cancelled).
+    Done(O::Output),
 }
 
 impl<O: Operation> Drop for Op<O> {
@@ -275,16 +280,6 @@ impl<O: Operation> std::fmt::Debug for Op<O> {
             .field("state", &state)
             .finish()
     }
-}
-
-/// Where a waiting future stands.
-pub(crate) enum WaiterState {
-    /// Still queued: nothing happened.
-    Waiting,
-    /// Dequeued by an event: try again.
-    Woken,
-    /// Its source was closed or cancelled.
-    Cancelled,
 }
 
 /// A callback operation as the loop stores it: in a waiter list, then in the ready queue.
@@ -439,21 +434,6 @@ impl LocalHandle {
         }
     }
 
-    /// One try of `op` on `token`: skipped (`Wait`) while the direction is known not ready.
-    pub(crate) fn attempt<O: Operation>(&self, token: Token, op: O) -> Step<O> {
-        let fd = {
-            let sources = self.inner.sources.borrow();
-            let Some(source) = sources.get(token) else {
-                return Step::Done(op.fail(self.gone_error()));
-            };
-            if op.needs_ready() && !source.dir(op.interest()).ready {
-                return Step::Wait(op);
-            }
-            source.fd.raw()
-        };
-        self.try_on(token, fd, op)
-    }
-
     /// The try itself, on `fd`, which the caller looked up in `token`'s live source without running
     /// anything since; then the direction is marked not ready if the try said so.
     #[inline]
@@ -519,38 +499,65 @@ impl LocalHandle {
         }
     }
 
-    fn waiter_state(
+    /// One look at `token`'s source for a polled future: whether it was woken (`waiting` is its
+    /// waiter's id and the cancel epoch it registered under; `None` for a first poll), cancelled, or
+    /// still queued (its waker refreshed), and, for one that may go on, whether its direction is known
+    /// not ready, in which case its waker is queued at once, without trying.
+    fn look<O: Operation>(
         &self,
         token: Token,
-        interest: Interest,
-        id: u64,
-        epoch: u32,
+        op: O,
+        waiting: Option<(u64, u32)>,
         waker: &std::task::Waker,
-    ) -> WaiterState {
+    ) -> Look<O> {
         let mut sources = self.inner.sources.borrow_mut();
         let Some(source) = sources.get_mut(token) else {
-            return WaiterState::Cancelled;
+            let err = match waiting {
+                Some(_) => crate::error::cancelled(),
+                None => self.gone_error(),
+            };
+            drop(sources);
+            return Look::Done(op.fail(err));
         };
-        let cancelled = source.cancel_epoch != epoch;
-        let waiters = &mut source.dir_mut(interest).waiters;
-        let pos = waiters
-            .iter()
-            .position(|w| matches!(w, Waiter::Task { id: i, .. } if *i == id));
-        match (pos, cancelled) {
-            (Some(pos), true) => {
-                waiters.remove(pos);
-                WaiterState::Cancelled
-            }
-            (None, true) => WaiterState::Cancelled,
-            (Some(pos), false) => {
-                if let Some(Waiter::Task { waker: w, .. }) = waiters.get_mut(pos) {
-                    if !w.will_wake(waker) {
-                        *w = waker.clone();
-                    }
+        let interest = op.interest();
+        if let Some((id, epoch)) = waiting {
+            let cancelled = source.cancel_epoch != epoch;
+            let waiters = &mut source.dir_mut(interest).waiters;
+            let pos = waiters
+                .iter()
+                .position(|w| matches!(w, Waiter::Task { id: i, .. } if *i == id));
+            match (pos, cancelled) {
+                (Some(pos), true) => {
+                    waiters.remove(pos);
+                    drop(sources);
+                    return Look::Done(op.fail(crate::error::cancelled()));
                 }
-                WaiterState::Waiting
+                (None, true) => {
+                    drop(sources);
+                    return Look::Done(op.fail(crate::error::cancelled()));
+                }
+                (Some(pos), false) => {
+                    if let Some(Waiter::Task { waker: w, .. }) = waiters.get_mut(pos) {
+                        if !w.will_wake(waker) {
+                            *w = waker.clone();
+                        }
+                    }
+                    return Look::Wait(State::Waiting { op, id, epoch });
+                }
+                (None, false) => {} // woken: go on
             }
-            (None, false) => WaiterState::Woken,
         }
+        let fd = source.fd.raw();
+        let epoch = source.cancel_epoch;
+        let dir = source.dir_mut(interest);
+        if op.needs_ready() && !dir.ready {
+            let id = self.next_waiter_id();
+            dir.waiters.push_back(Waiter::Task {
+                id,
+                waker: waker.clone(),
+            });
+            return Look::Wait(State::Waiting { op, id, epoch });
+        }
+        Look::Try(op, fd)
     }
 }

@@ -374,6 +374,7 @@ impl LocalHandle {
         Rc::ptr_eq(&self.inner, &other.inner)
     }
 
+    #[inline]
     pub(crate) fn push_job(&self, job: Job) {
         self.inner.ready.borrow_mut().push_back(job);
         self.inner.queued.set(self.inner.queued.get() + 1);

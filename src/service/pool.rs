@@ -41,8 +41,26 @@ impl OpPool {
     /// # Safety
     /// `block` must have been allocated by the global allocator with exactly `layout` (a `Box<T>` with
     /// `Layout::new::<T>() == layout`), hold no live value, and not be used by the caller afterwards.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn put(&mut self, block: NonNull<u8>, layout: Layout) {
+        // The common case inline: a known layout with room left in its list's allocation.
+        if let Some(class) = self.classes.iter_mut().find(|c| c.layout == layout) {
+            if class.free.len() < class.free.capacity() {
+                class.free.push(block);
+                return;
+            }
+        }
+        // SAFETY: passed on from the caller.
+        unsafe { self.put_slow(block, layout) }
+    }
+
+    /// [`put`](OpPool::put) for a new layout, a list that must grow, or a full one.
+    ///
+    /// # Safety
+    /// As for [`put`](OpPool::put).
+    #[cold]
+    #[inline(never)]
+    unsafe fn put_slow(&mut self, block: NonNull<u8>, layout: Layout) {
         if layout.size() == 0 {
             return; // a zero-sized box owns no memory
         }
@@ -56,7 +74,13 @@ impl OpPool {
                 self.classes.last_mut().expect("just pushed")
             }
         };
-        if class.free.len() < MAX_FREE_PER_LAYOUT {
+        let len = class.free.len();
+        if len < MAX_FREE_PER_LAYOUT {
+            // Grown by hand so that the capacity, which `put`'s fast path checks, never exceeds the
+            // bound.
+            class
+                .free
+                .reserve_exact(len.clamp(16, MAX_FREE_PER_LAYOUT - len));
             class.free.push(block);
         } else {
             // SAFETY: the caller guarantees `block` came from the global allocator with `layout`
@@ -144,5 +168,6 @@ mod tests {
             unboxed(&mut pool, b);
         }
         assert_eq!(pool.classes[0].free.len(), MAX_FREE_PER_LAYOUT);
+        assert!(pool.classes[0].free.capacity() <= MAX_FREE_PER_LAYOUT);
     }
 }

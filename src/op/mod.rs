@@ -338,7 +338,7 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
                             counted,
                             queued_before,
                         });
-                        dir.waiters.push_back(Waiter::Callback(boxed));
+                        dir.push_waiter(Waiter::Callback(boxed));
                         return;
                     }
                     (Ok((op, fd)), handler)
@@ -478,7 +478,7 @@ impl LocalHandle {
         let mut sources = self.inner.sources.borrow_mut();
         match sources.get_mut(token) {
             Some(source) => {
-                source.dir_mut(interest).waiters.push_back(waiter);
+                source.dir_mut(interest).push_waiter(waiter);
                 Ok(source.cancel_epoch)
             }
             None => Err(waiter),
@@ -552,7 +552,7 @@ impl LocalHandle {
         let dir = source.dir_mut(interest);
         if op.needs_ready() && !dir.ready {
             let id = self.next_waiter_id();
-            dir.waiters.push_back(Waiter::Task {
+            dir.push_waiter(Waiter::Task {
                 id,
                 waker: waker.clone(),
             });

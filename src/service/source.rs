@@ -72,6 +72,17 @@ pub(crate) struct Direction {
 }
 
 impl Direction {
+    /// Queues `waiter` behind the others. A direction rarely has more than one waiter: its first one
+    /// gets a list of exactly one slot (a list's first growth would make room for four), which is
+    /// what an idle connection keeps.
+    #[inline]
+    pub(crate) fn push_waiter(&mut self, waiter: Waiter) {
+        if self.waiters.capacity() == 0 {
+            self.waiters.reserve_exact(1);
+        }
+        self.waiters.push_back(waiter);
+    }
+
     fn new(ready: bool) -> Direction {
         Direction {
             ready,

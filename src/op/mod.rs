@@ -225,7 +225,8 @@ impl<O: Operation> Future for Op<O> {
         let (op, fd) = match look {
             Look::Try(op, fd) => (op, fd),
             Look::Wait(state) => {
-                this.state = state;
+                // What it replaces is `Done`: nothing to drop.
+                std::mem::forget(std::mem::replace(&mut this.state, state));
                 return Poll::Pending;
             }
             Look::Done(out) => return Poll::Ready(out),

@@ -5,7 +5,7 @@
 //! keeps every live task in a table, so that dropping the `IoService` drops every unfinished future on
 //! the loop's thread.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
@@ -186,6 +186,7 @@ impl LocalHandle {
             let guard = guard;
             let out = future.await;
             guard.state.finish(Ok(out));
+            FINISHED.set(true);
         };
         let mut tasks = self.inner.tasks.borrow_mut();
         let entry = tasks.tasks.vacant_entry();
@@ -273,8 +274,18 @@ struct ReapOnExit<'a> {
     key: usize,
 }
 
+thread_local! {
+    /// Set by a task's future as it completes, read (and cleared) by the `ReapOnExit` of the run that
+    /// completed it: a run that neither completed its future nor panicked leaves the table alone.
+    static FINISHED: Cell<bool> = const { Cell::new(false) };
+}
+
 impl Drop for ReapOnExit<'_> {
     fn drop(&mut self) {
+        // An aborted task was taken out of the table by `abort` already.
+        if !FINISHED.replace(false) && !std::thread::panicking() {
+            return;
+        }
         let finished = self
             .svc
             .inner

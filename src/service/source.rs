@@ -133,23 +133,30 @@ impl Source {
     /// only when a read follows). The domain is told at registration where `aio` knows it (open,
     /// accept, pair) and asked of the kernel once, on the first short read, otherwise (`from_fd`). A
     /// direction that saw a hang-up or TCP urgent data (`closed`) never trusts the hint again.
+    #[inline]
     pub(crate) fn drain_hint_holds(&mut self, interest: Interest) -> bool {
         if self.dir(interest).closed {
             return false;
         }
         match interest {
             Interest::Write => true,
-            Interest::Read => {
-                let fd = &self.fd;
-                *self.short_read_drains.get_or_insert_with(|| {
-                    fd.fd().is_some_and(|fd| {
-                        socket2::SockRef::from(&fd)
-                            .domain()
-                            .is_ok_and(|domain| domain != socket2::Domain::UNIX)
-                    })
-                })
-            }
+            Interest::Read => match self.short_read_drains {
+                Some(drains) => drains,
+                None => self.learn_short_read_drains(),
+            },
         }
+    }
+
+    /// Asks the kernel whether short reads prove this source empty (not a Unix socket), once.
+    #[cold]
+    fn learn_short_read_drains(&mut self) -> bool {
+        let drains = self.fd.fd().is_some_and(|fd| {
+            socket2::SockRef::from(&fd)
+                .domain()
+                .is_ok_and(|domain| domain != socket2::Domain::UNIX)
+        });
+        self.short_read_drains = Some(drains);
+        drains
     }
 }
 

@@ -50,8 +50,8 @@ use crate::service::source::Waiter;
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Interest {
-    Read,
-    Write,
+    Read = 0,
+    Write = 1,
 }
 
 /// What one try of an operation came to.

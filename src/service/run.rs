@@ -3,7 +3,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::source::{Direction, Waiter};
+use super::source::{Source, Waiter};
 use super::timers::Due;
 use super::{Job, LocalHandle, RunGuard, shared};
 use crate::driver::{Driver, Event, Token};
@@ -39,14 +39,16 @@ impl Drop for Batch<'_> {
 /// Takes in an event for one direction: remembers `closed`, ends an expired back-off (or ignores the
 /// event during one), and marks the direction ready at once when nobody waits on it. True when
 /// waiters are left to serve (see `serve_waiters`, which marks it ready then).
-fn arm(dir: &mut Direction, closed: bool) -> bool {
-    dir.closed |= closed;
-    if let Some(until) = dir.backoff_until {
+#[inline]
+fn arm(source: &mut Source, interest: Interest, closed: bool) -> bool {
+    source.dir_mut(interest).closed |= closed;
+    if let Some(until) = source.backoff_until(interest) {
         if Instant::now() < until {
             return false; // backing off: only the wake-up at `until` ends it
         }
-        dir.backoff_until = None;
+        source.set_backoff_until(interest, None);
     }
+    let dir = source.dir_mut(interest);
     if dir.waiters.is_empty() {
         dir.ready = true;
         false
@@ -175,7 +177,7 @@ impl LocalHandle {
             let Some(source) = sources.get_mut(token) else {
                 return; // closed since: a stale event
             };
-            arm(source.dir_mut(interest), closed)
+            arm(source, interest, closed)
         };
         if serve {
             self.serve_waiters(token, interest, false);
@@ -191,8 +193,8 @@ impl LocalHandle {
                 return; // closed since: a stale event
             };
             (
-                ev.readable && arm(&mut source.read, ev.closed),
-                ev.writable && arm(&mut source.write, ev.closed),
+                ev.readable && arm(source, Interest::Read, ev.closed),
+                ev.writable && arm(source, Interest::Write, ev.closed),
             )
         };
         if read {
@@ -318,7 +320,7 @@ impl LocalHandle {
     pub(crate) fn wake_after(&self, token: Token, interest: Interest, delay: Duration) {
         let at = Instant::now() + delay;
         if let Some(source) = self.inner.sources.borrow_mut().get_mut(token) {
-            source.dir_mut(interest).backoff_until = Some(at);
+            source.set_backoff_until(interest, Some(at));
         }
         self.inner
             .timers

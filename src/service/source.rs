@@ -20,7 +20,8 @@ use crate::op::{Interest, ReadyOp};
 pub(crate) enum FdSlot {
     Owned(OwnedFd),
     /// Owned, with a socket's close hook that runs right before the fd closes (see `net::hooks`).
-    Hooked(crate::net::hooks::HookedFd),
+    /// Boxed: few sockets have hooks, and every source pays for the largest variant.
+    Hooked(Box<crate::net::hooks::HookedFd>),
     Attached(RawFd),
     Virtual,
 }
@@ -66,9 +67,6 @@ pub(crate) struct Direction {
     /// the direction is never marked drained again.
     pub(crate) closed: bool,
     pub(crate) waiters: VecDeque<Waiter>,
-    /// Set by a back-off (`EMFILE` on accept): readiness events are ignored, and a level-triggered
-    /// backend does not watch the direction, until the loop's wake-up at this instant.
-    pub(crate) backoff_until: Option<Instant>,
 }
 
 impl Direction {
@@ -88,7 +86,6 @@ impl Direction {
             ready,
             closed: false,
             waiters: VecDeque::new(),
-            backoff_until: None,
         }
     }
 }
@@ -106,6 +103,11 @@ pub(crate) struct Source {
     /// Whether a short read proves the read direction empty, so that the next read may wait for an
     /// edge without trying (see [`Source::drain_hint_holds`]). `None` until known.
     pub(crate) short_read_drains: Option<bool>,
+    /// Per direction (read, write), set by a back-off (`EMFILE` on accept): readiness events are
+    /// ignored, and a level-triggered backend does not watch the direction, until the loop's wake-up
+    /// at this instant. Boxed, and only once needed: few sources ever back off, and every source,
+    /// idle connections included, would pay for the two instants.
+    backoff: Option<Box<[Option<Instant>; 2]>>,
 }
 
 impl Source {
@@ -119,6 +121,25 @@ impl Source {
         match interest {
             Interest::Read => &mut self.read,
             Interest::Write => &mut self.write,
+        }
+    }
+
+    /// Until when events for `interest` are ignored (see `backoff`).
+    #[inline]
+    pub(crate) fn backoff_until(&self, interest: Interest) -> Option<Instant> {
+        self.backoff.as_ref().and_then(|b| b[interest as usize])
+    }
+
+    /// Starts (`Some`) or ends (`None`) a back-off of `interest`.
+    pub(crate) fn set_backoff_until(&mut self, interest: Interest, until: Option<Instant>) {
+        match (&mut self.backoff, until) {
+            (None, None) => {}
+            (Some(b), until) => b[interest as usize] = until,
+            (None, until) => {
+                let mut b = Box::new([None; 2]);
+                b[interest as usize] = until;
+                self.backoff = Some(b);
+            }
         }
     }
 
@@ -180,6 +201,7 @@ impl SourceTable {
             cancel_epoch: 0,
             deadline: None,
             short_read_drains: None,
+            backoff: None,
         });
         Token::new(index, generation)
     }
@@ -211,8 +233,8 @@ impl SourceTable {
     pub(crate) fn interests(&self) -> impl Iterator<Item = (BorrowedFd<'_>, Token, bool, bool)> {
         self.slab.iter().filter_map(|(index, s)| {
             let fd = s.fd.fd()?;
-            let read = !s.read.waiters.is_empty() && s.read.backoff_until.is_none();
-            let write = !s.write.waiters.is_empty() && s.write.backoff_until.is_none();
+            let read = !s.read.waiters.is_empty() && s.backoff_until(Interest::Read).is_none();
+            let write = !s.write.waiters.is_empty() && s.backoff_until(Interest::Write).is_none();
             (read || write).then(|| (fd, Token::new(index, s.generation), read, write))
         })
     }

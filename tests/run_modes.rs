@@ -427,3 +427,76 @@ matrix_test!(
         assert_eq!(svc.pending_work(), 0);
     }
 );
+
+// Handlers of operations that an event finishes may run from the dispatch itself: `stop()` from one
+// still ends `run()` before any other handler, a panic in one loses none of the others, and reads
+// queued on one socket still complete in order.
+matrix_test!(
+    handlers_finished_by_events_keep_stop_panic_and_order,
+    |svc| {
+        let pairs: Vec<(StreamSocket, StreamSocket)> = (0..4)
+            .map(|_| StreamSocket::pair(svc).expect("pair"))
+            .collect();
+        let ran = Rc::new(RefCell::new(Vec::new()));
+        for (i, (a, _)) in pairs.iter().enumerate() {
+            let (ran, local) = (ran.clone(), svc.local());
+            a.read_some(vec![0u8; 8]).then(move |(res, _)| {
+                assert_eq!(res.expect("read"), 1);
+                ran.borrow_mut().push(i);
+                local.stop();
+                if i == 1 {
+                    panic!("dispatched handler boom");
+                }
+            });
+        }
+        // Nothing to read yet: every read waits for an event.
+        assert_eq!(svc.poll().expect("poll"), 0);
+        for (_, b) in &pairs {
+            svc.block_on(b.write_all(vec![7u8])).0.expect("write");
+        }
+        svc.restart();
+        // One handler per run(): each stops the loop; the panicking one passes out and loses nothing.
+        let mut runs = 0;
+        while ran.borrow().len() < 4 {
+            runs += 1;
+            assert!(runs <= 8, "handlers lost: {:?}", ran.borrow());
+            let before = ran.borrow().len();
+            let result = catch_unwind(AssertUnwindSafe(|| svc.run()));
+            if let Err(caught) = result {
+                assert_eq!(panic_text(&*caught), "dispatched handler boom");
+            }
+            assert_eq!(
+                ran.borrow().len(),
+                before + 1,
+                "exactly one handler per run()"
+            );
+            svc.restart();
+        }
+        let mut seen = ran.borrow().clone();
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2, 3]);
+
+        // Two reads waiting on one socket finish in the order they were started, and a read started by
+        // the first one's handler comes after both.
+        let (a, b) = StreamSocket::pair(svc).expect("pair");
+        let a = Rc::new(a);
+        let order = Rc::new(RefCell::new(Vec::new()));
+        for n in 0..2 {
+            let (order, a2) = (order.clone(), a.clone());
+            a.read_exact(vec![0u8; 1]).then(move |(res, buf)| {
+                res.expect("read");
+                order.borrow_mut().push(buf[0]);
+                if n == 0 {
+                    let order = order.clone();
+                    a2.read_exact(vec![0u8; 1]).then(move |(res, buf)| {
+                        res.expect("read");
+                        order.borrow_mut().push(buf[0]);
+                    });
+                }
+            });
+        }
+        svc.block_on(b.write_all(vec![1u8, 2, 3])).0.expect("write");
+        svc.run_until_done().expect("run_until_done");
+        assert_eq!(*order.borrow(), [1, 2, 3]);
+    }
+);

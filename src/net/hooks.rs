@@ -106,10 +106,10 @@ impl SocketHooks {
     /// dropped, which runs `on_close`.
     pub(crate) fn prepare(&self, fd: OwnedFd) -> io::Result<FdSlot> {
         let slot = match &self.on_close {
-            Some(hook) => FdSlot::Hooked(HookedFd {
+            Some(hook) => FdSlot::Hooked(Box::new(HookedFd {
                 fd: Some(fd),
                 on_close: Some(hook.clone()),
-            }),
+            })),
             None => FdSlot::Owned(fd),
         };
         if let Some(hook) = &self.on_open {

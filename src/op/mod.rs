@@ -36,7 +36,7 @@ pub use write::{WriteAll, WriteSome, WriteVectored};
 
 use std::future::Future;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -50,8 +50,8 @@ use crate::service::source::Waiter;
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Interest {
-    Read,
-    Write,
+    Read = 0,
+    Write = 1,
 }
 
 /// What one try of an operation came to.
@@ -192,12 +192,14 @@ impl<O: Operation> Op<O> {
                     if counted {
                         self.svc.add_work();
                     }
-                    self.svc.push_job(Job::Op(Box::new(CallbackOp {
+                    let boxed = self.svc.boxed_op(CallbackOp {
                         token: self.token,
                         slot: Slot::<O>::Finished(op.fail(err)),
                         handler,
                         counted,
-                    })));
+                        queued_before: 0,
+                    });
+                    self.svc.push_job(Job::Op(boxed));
                 }
                 return;
             }
@@ -212,45 +214,51 @@ impl<O: Operation> Future for Op<O> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O::Output> {
         let this = self.get_mut();
-        loop {
-            match std::mem::replace(&mut this.state, State::Done) {
-                State::Start(op) => match this.svc.attempt(this.token, op) {
-                    Step::Done(out) => return Poll::Ready(out),
-                    Step::Wait(op) => {
-                        let id = this.svc.next_waiter_id();
-                        let waiter = Waiter::Task {
-                            id,
-                            waker: cx.waker().clone(),
-                        };
-                        match this.svc.register(this.token, op.interest(), waiter) {
-                            Ok(epoch) => {
-                                this.state = State::Waiting { op, id, epoch };
-                                return Poll::Pending;
-                            }
-                            Err(_) => return Poll::Ready(op.fail(crate::error::closed())),
-                        }
+        let look = match std::mem::replace(&mut this.state, State::Done) {
+            State::Start(op) => this.svc.look(this.token, op, None, cx.waker()),
+            State::Waiting { op, id, epoch } => {
+                this.svc.look(this.token, op, Some((id, epoch)), cx.waker())
+            }
+            State::Failed(op, err) => return Poll::Ready(op.fail(err)),
+            State::Done => panic!("aio::Op polled after it completed"),
+        };
+        let (op, fd) = match look {
+            Look::Try(op, fd) => (op, fd),
+            Look::Wait(state) => {
+                // What it replaces is `Done`: nothing to drop.
+                std::mem::forget(std::mem::replace(&mut this.state, state));
+                return Poll::Pending;
+            }
+            Look::Done(out) => return Poll::Ready(out),
+        };
+        match this.svc.try_on(this.token, fd, op) {
+            Step::Done(out) => Poll::Ready(out),
+            Step::Wait(op) => {
+                let id = this.svc.next_waiter_id();
+                let waiter = Waiter::Task {
+                    id,
+                    waker: cx.waker().clone(),
+                };
+                match this.svc.register(this.token, op.interest(), waiter) {
+                    Ok(epoch) => {
+                        this.state = State::Waiting { op, id, epoch };
+                        Poll::Pending
                     }
-                },
-                State::Waiting { op, id, epoch } => {
-                    match this
-                        .svc
-                        .waiter_state(this.token, op.interest(), id, epoch, cx.waker())
-                    {
-                        WaiterState::Waiting => {
-                            this.state = State::Waiting { op, id, epoch };
-                            return Poll::Pending;
-                        }
-                        WaiterState::Woken => this.state = State::Start(op),
-                        WaiterState::Cancelled => {
-                            return Poll::Ready(op.fail(crate::error::cancelled()));
-                        }
-                    }
+                    Err(_) => Poll::Ready(op.fail(crate::error::closed())),
                 }
-                State::Failed(op, err) => return Poll::Ready(op.fail(err)),
-                State::Done => panic!("aio::Op polled after it completed"),
             }
         }
     }
+}
+
+/// What one look at its source tells a polled future (see `LocalHandle::look`).
+enum Look<O: Operation> {
+    /// Try the operation now, on this fd.
+    Try(O, Option<RawFd>),
+    /// Still waiting, or queued to wait now: the future's new state.
+    Wait(State<O>),
+    /// Failed without trying (source gone, or cancelled).
+    Done(O::Output),
 }
 
 impl<O: Operation> Drop for Op<O> {
@@ -275,20 +283,13 @@ impl<O: Operation> std::fmt::Debug for Op<O> {
     }
 }
 
-/// Where a waiting future stands.
-pub(crate) enum WaiterState {
-    /// Still queued: nothing happened.
-    Waiting,
-    /// Dequeued by an event: try again.
-    Woken,
-    /// Its source was closed or cancelled.
-    Cancelled,
-}
-
 /// A callback operation as the loop stores it: in a waiter list, then in the ready queue.
 pub(crate) trait ReadyOp {
-    /// Tries again after an event; true once finished (the result is stored for `complete`).
-    fn retry(&mut self, svc: &LocalHandle) -> bool;
+    /// Tries again after an event made its direction ready, on the fd the loop looked up with that
+    /// event (`None` for a virtual source); true once finished (the result is stored for `complete`).
+    fn retry(&mut self, svc: &LocalHandle, fd: Option<RawFd>) -> bool;
+    /// How many jobs the loop had queued when the operation started (`LocalHandle::jobs_queued`).
+    fn queued_before(&self) -> u64;
     /// Stores `err` as the result (cancellation).
     fn cancel(&mut self, err: io::Error);
     /// Calls the handler with the stored result.
@@ -301,6 +302,8 @@ struct CallbackOp<O: Operation, F> {
     handler: F,
     /// Counted as work for `run_until_done` (not background).
     counted: bool,
+    /// The loop's count of queued jobs when the operation started (see `ReadyOp::queued_before`).
+    queued_before: u64,
 }
 
 enum Slot<O: Operation> {
@@ -317,20 +320,51 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
         if counted {
             svc.add_work();
         }
-        match svc.attempt(token, op) {
-            Step::Done(out) => svc.push_job(Job::Op(Box::new(CallbackOp {
+        // One look at the source decides: queue the operation at once when its direction is known not
+        // ready (no syscall, no second lookup), or try it.
+        let interest = op.interest();
+        let queued_before = svc.jobs_queued();
+        let (op, handler) = {
+            let mut sources = svc.inner.sources.borrow_mut();
+            match sources.get_mut(token) {
+                None => (Err(op), handler),
+                Some(source) => {
+                    let fd = source.fd.raw();
+                    let dir = source.dir_mut(interest);
+                    if op.needs_ready() && !dir.ready {
+                        let boxed = svc.boxed_op(CallbackOp {
+                            token,
+                            slot: Slot::Pending(op),
+                            handler,
+                            counted,
+                            queued_before,
+                        });
+                        dir.push_waiter(Waiter::Callback(boxed));
+                        return;
+                    }
+                    (Ok((op, fd)), handler)
+                }
+            }
+        };
+        let step = match op {
+            Ok((op, fd)) => svc.try_on(token, fd, op),
+            Err(op) => Step::Done(op.fail(svc.gone_error())),
+        };
+        match step {
+            Step::Done(out) => svc.push_job(Job::Op(svc.boxed_op(CallbackOp {
                 token,
                 slot: Slot::<O>::Finished(out),
                 handler,
                 counted,
+                queued_before,
             }))),
             Step::Wait(op) => {
-                let interest = op.interest();
-                let boxed = Box::new(CallbackOp {
+                let boxed = svc.boxed_op(CallbackOp {
                     token,
                     slot: Slot::Pending(op),
                     handler,
                     counted,
+                    queued_before,
                 });
                 if let Err(Waiter::Callback(mut boxed)) =
                     svc.register(token, interest, Waiter::Callback(boxed))
@@ -344,9 +378,9 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
 }
 
 impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> {
-    fn retry(&mut self, svc: &LocalHandle) -> bool {
+    fn retry(&mut self, svc: &LocalHandle, fd: Option<RawFd>) -> bool {
         match std::mem::replace(&mut self.slot, Slot::Empty) {
-            Slot::Pending(op) => match svc.attempt(self.token, op) {
+            Slot::Pending(op) => match svc.try_on(self.token, fd, op) {
                 Step::Done(out) => {
                     self.slot = Slot::Finished(out);
                     true
@@ -363,6 +397,10 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
         }
     }
 
+    fn queued_before(&self) -> u64 {
+        self.queued_before
+    }
+
     fn cancel(&mut self, err: io::Error) {
         if let Slot::Pending(op) = std::mem::replace(&mut self.slot, Slot::Empty) {
             self.slot = Slot::Finished(op.fail(err));
@@ -370,7 +408,9 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
     }
 
     fn complete(self: Box<Self>, svc: &LocalHandle) {
-        let this = *self;
+        // The block goes back to the loop's pool before the handler runs: the handler typically
+        // starts the next operation, which takes it again.
+        let this = crate::service::pool::unboxed(&mut svc.inner.op_pool.borrow_mut(), self);
         if this.counted {
             svc.finish_work();
         }
@@ -381,32 +421,30 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
 }
 
 impl LocalHandle {
-    /// One try of `op` on `token`: skipped (`Wait`) while the direction is known not ready.
-    pub(crate) fn attempt<O: Operation>(&self, token: Token, op: O) -> Step<O> {
+    /// Boxes a callback operation in a block recycled from an earlier one when the loop has one.
+    fn boxed_op<T: ReadyOp + 'static>(&self, op: T) -> Box<dyn ReadyOp> {
+        crate::service::pool::boxed(&mut self.inner.op_pool.borrow_mut(), op)
+    }
+
+    /// Why an operation on a token that names no source fails.
+    fn gone_error(&self) -> io::Error {
+        if self.is_shut_down() {
+            crate::service::shared::gone()
+        } else {
+            crate::error::closed()
+        }
+    }
+
+    /// The try itself, on `fd`, which the caller looked up in `token`'s live source without running
+    /// anything since; then the direction is marked not ready if the try said so.
+    #[inline]
+    pub(crate) fn try_on<O: Operation>(&self, token: Token, fd: Option<RawFd>, op: O) -> Step<O> {
         let interest = op.interest();
-        let raw = {
-            let sources = self.inner.sources.borrow();
-            let Some(source) = sources.get(token) else {
-                let err = if self.is_shut_down() {
-                    crate::service::shared::gone()
-                } else {
-                    crate::error::closed()
-                };
-                return Step::Done(op.fail(err));
-            };
-            if op.needs_ready() && !source.dir(interest).ready {
-                return Step::Wait(op);
-            }
-            source
-                .fd
-                .fd()
-                .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd))
-        };
-        // SAFETY: the source is live, and it can only be closed by `remove_source`, which user code
-        // calls (close, drop, release) and an operation's try never does; so the fd stays open for the
-        // duration of `attempt`. The borrow of the table is released so that a try may register new
-        // sources (an accepted socket).
-        let fd = raw.map(|raw| unsafe { BorrowedFd::borrow_raw(raw) });
+        // SAFETY: the caller found the source live with this fd, and a source's fd can only be closed
+        // by `remove_source`, which user code calls (close, drop, release) and an operation's try
+        // never does; so the fd stays open for the duration of the try. The borrow of the table is
+        // released so that a try may register new sources (an accepted socket).
+        let fd = fd.map(|raw| unsafe { BorrowedFd::borrow_raw(raw) });
         let mut cx = Cx {
             fd,
             svc: self,
@@ -441,7 +479,7 @@ impl LocalHandle {
         let mut sources = self.inner.sources.borrow_mut();
         match sources.get_mut(token) {
             Some(source) => {
-                source.dir_mut(interest).waiters.push_back(waiter);
+                source.dir_mut(interest).push_waiter(waiter);
                 Ok(source.cancel_epoch)
             }
             None => Err(waiter),
@@ -462,38 +500,65 @@ impl LocalHandle {
         }
     }
 
-    fn waiter_state(
+    /// One look at `token`'s source for a polled future: whether it was woken (`waiting` is its
+    /// waiter's id and the cancel epoch it registered under; `None` for a first poll), cancelled, or
+    /// still queued (its waker refreshed), and, for one that may go on, whether its direction is known
+    /// not ready, in which case its waker is queued at once, without trying.
+    fn look<O: Operation>(
         &self,
         token: Token,
-        interest: Interest,
-        id: u64,
-        epoch: u32,
+        op: O,
+        waiting: Option<(u64, u32)>,
         waker: &std::task::Waker,
-    ) -> WaiterState {
+    ) -> Look<O> {
         let mut sources = self.inner.sources.borrow_mut();
         let Some(source) = sources.get_mut(token) else {
-            return WaiterState::Cancelled;
+            let err = match waiting {
+                Some(_) => crate::error::cancelled(),
+                None => self.gone_error(),
+            };
+            drop(sources);
+            return Look::Done(op.fail(err));
         };
-        let cancelled = source.cancel_epoch != epoch;
-        let waiters = &mut source.dir_mut(interest).waiters;
-        let pos = waiters
-            .iter()
-            .position(|w| matches!(w, Waiter::Task { id: i, .. } if *i == id));
-        match (pos, cancelled) {
-            (Some(pos), true) => {
-                waiters.remove(pos);
-                WaiterState::Cancelled
-            }
-            (None, true) => WaiterState::Cancelled,
-            (Some(pos), false) => {
-                if let Some(Waiter::Task { waker: w, .. }) = waiters.get_mut(pos) {
-                    if !w.will_wake(waker) {
-                        *w = waker.clone();
-                    }
+        let interest = op.interest();
+        if let Some((id, epoch)) = waiting {
+            let cancelled = source.cancel_epoch != epoch;
+            let waiters = &mut source.dir_mut(interest).waiters;
+            let pos = waiters
+                .iter()
+                .position(|w| matches!(w, Waiter::Task { id: i, .. } if *i == id));
+            match (pos, cancelled) {
+                (Some(pos), true) => {
+                    waiters.remove(pos);
+                    drop(sources);
+                    return Look::Done(op.fail(crate::error::cancelled()));
                 }
-                WaiterState::Waiting
+                (None, true) => {
+                    drop(sources);
+                    return Look::Done(op.fail(crate::error::cancelled()));
+                }
+                (Some(pos), false) => {
+                    if let Some(Waiter::Task { waker: w, .. }) = waiters.get_mut(pos) {
+                        if !w.will_wake(waker) {
+                            *w = waker.clone();
+                        }
+                    }
+                    return Look::Wait(State::Waiting { op, id, epoch });
+                }
+                (None, false) => {} // woken: go on
             }
-            (None, false) => WaiterState::Woken,
         }
+        let fd = source.fd.raw();
+        let epoch = source.cancel_epoch;
+        let dir = source.dir_mut(interest);
+        if op.needs_ready() && !dir.ready {
+            let id = self.next_waiter_id();
+            dir.push_waiter(Waiter::Task {
+                id,
+                waker: waker.clone(),
+            });
+            return Look::Wait(State::Waiting { op, id, epoch });
+        }
+        Look::Try(op, fd)
     }
 }

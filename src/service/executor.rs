@@ -5,7 +5,7 @@
 //! keeps every live task in a table, so that dropping the `IoService` drops every unfinished future on
 //! the loop's thread.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
@@ -186,14 +186,16 @@ impl LocalHandle {
             let guard = guard;
             let out = future.await;
             guard.state.finish(Ok(out));
+            FINISHED.set(true);
         };
         let mut tasks = self.inner.tasks.borrow_mut();
         let entry = tasks.tasks.vacant_entry();
         let key = entry.key();
         let shared = self.inner.shared.clone();
-        let (runnable, task) = async_task::Builder::new()
-            .metadata(key)
-            .spawn_local(move |_| wrapped, move |r| schedule(&shared, r));
+        let (runnable, task) = async_task::Builder::new().metadata(key).spawn_local(
+            move |_| wrapped,
+            move |r| super::shared::schedule(&shared, r),
+        );
         if self.is_shut_down() {
             drop(tasks);
             drop(task); // cancelled at once: the handle reports Cancelled
@@ -259,7 +261,7 @@ impl LocalHandle {
             }
             self.run_ready(usize::MAX, false);
             let block = !flag.woken.load(Ordering::Acquire);
-            if let Err(e) = self.wait_and_dispatch(block) {
+            if let Err(e) = self.wait_and_dispatch(block, true) {
                 panic!("aio::block_on: waiting for events failed: {e}");
             }
         }
@@ -272,8 +274,18 @@ struct ReapOnExit<'a> {
     key: usize,
 }
 
+thread_local! {
+    /// Set by a task's future as it completes, read (and cleared) by the `ReapOnExit` of the run that
+    /// completed it: a run that neither completed its future nor panicked leaves the table alone.
+    static FINISHED: Cell<bool> = const { Cell::new(false) };
+}
+
 impl Drop for ReapOnExit<'_> {
     fn drop(&mut self) {
+        // An aborted task was taken out of the table by `abort` already.
+        if !FINISHED.replace(false) && !std::thread::panicking() {
+            return;
+        }
         let finished = self
             .svc
             .inner
@@ -298,17 +310,6 @@ impl LocalHandle {
         }
         Some(entry.task)
     }
-}
-
-fn schedule(shared: &Arc<Shared>, runnable: Runnable<usize>) {
-    // The queue is unbounded and only closed when the loop is dropped; a push can then fail, and the
-    // runnable must not be dropped on a foreign thread (its future is !Send): forget it, leaking one task
-    // that can never run again.
-    if let Err(e) = shared.runnables.push(runnable) {
-        std::mem::forget(e.into_inner());
-        return;
-    }
-    shared.notify_if_remote();
 }
 
 struct BlockOnWaker {

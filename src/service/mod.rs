@@ -7,6 +7,7 @@
 
 pub(crate) mod executor;
 mod fork;
+pub(crate) mod pool;
 mod registry;
 mod run;
 pub(crate) mod shared;
@@ -42,7 +43,14 @@ pub(crate) struct Inner {
     backend: Backend,
     driver: RefCell<AnyDriver>,
     pub(crate) sources: RefCell<SourceTable>,
+    /// Recycled blocks of finished callback operations.
+    pub(crate) op_pool: RefCell<pool::OpPool>,
     ready: RefCell<VecDeque<Job>>,
+    /// How many jobs were ever queued in `ready`, and how many of them were taken out to run: a
+    /// callback operation remembers the first count when it starts, so that the loop can tell whether
+    /// everything queued before it has run (see `serve_waiters`).
+    queued: Cell<u64>,
+    dequeued: Cell<u64>,
     events: RefCell<Vec<Event>>,
     remote_jobs: RefCell<Vec<RemoteJob>>,
     /// Timer deadlines and back-offs.
@@ -100,7 +108,10 @@ impl Builder {
             backend: self.backend,
             driver: RefCell::new(driver),
             sources: RefCell::new(SourceTable::default()),
+            op_pool: RefCell::new(pool::OpPool::default()),
             ready: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            dequeued: Cell::new(0),
             events: RefCell::new(Vec::with_capacity(1024)),
             remote_jobs: RefCell::new(Vec::new()),
             timers: RefCell::new(TimerQueue::default()),
@@ -208,7 +219,7 @@ impl IoService {
                 break;
             }
             // Blocks only when nothing is queued (checked inside).
-            self.wait_and_dispatch(true)?;
+            self.wait_and_dispatch(true, true)?;
         }
         Ok(())
     }
@@ -227,7 +238,7 @@ impl IoService {
             if self.run_ready(1, true) == 1 {
                 return Ok(1);
             }
-            self.wait_and_dispatch(true)?;
+            self.wait_and_dispatch(true, false)?;
         }
     }
 
@@ -239,7 +250,7 @@ impl IoService {
         let _running = self.enter()?;
         let mut count = 0;
         loop {
-            self.wait_and_dispatch(false)?;
+            self.wait_and_dispatch(false, false)?;
             if self.is_stopped() {
                 return Ok(count);
             }
@@ -277,7 +288,7 @@ impl IoService {
             if self.is_stopped() || (self.inner.work.get() == 0 && !self.has_ready()) {
                 return Ok(());
             }
-            self.wait_and_dispatch(true)?;
+            self.wait_and_dispatch(true, true)?;
         }
     }
 
@@ -363,8 +374,15 @@ impl LocalHandle {
         Rc::ptr_eq(&self.inner, &other.inner)
     }
 
+    #[inline]
     pub(crate) fn push_job(&self, job: Job) {
         self.inner.ready.borrow_mut().push_back(job);
+        self.inner.queued.set(self.inner.queued.get() + 1);
+    }
+
+    /// How many jobs have been queued so far (see `Inner::queued`).
+    pub(crate) fn jobs_queued(&self) -> u64 {
+        self.inner.queued.get()
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {

@@ -3,9 +3,9 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::source::Waiter;
+use super::source::{Source, Waiter};
 use super::timers::Due;
-use super::{Job, LocalHandle, RunGuard};
+use super::{Job, LocalHandle, RunGuard, shared};
 use crate::driver::{Driver, Event, Token};
 use crate::op::Interest;
 
@@ -36,6 +36,27 @@ impl Drop for Batch<'_> {
     }
 }
 
+/// Takes in an event for one direction: remembers `closed`, ends an expired back-off (or ignores the
+/// event during one), and marks the direction ready at once when nobody waits on it. True when
+/// waiters are left to serve (see `serve_waiters`, which marks it ready then).
+#[inline]
+fn arm(source: &mut Source, interest: Interest, closed: bool) -> bool {
+    source.dir_mut(interest).closed |= closed;
+    if let Some(until) = source.backoff_until(interest) {
+        if Instant::now() < until {
+            return false; // backing off: only the wake-up at `until` ends it
+        }
+        source.set_backoff_until(interest, None);
+    }
+    let dir = source.dir_mut(interest);
+    if dir.waiters.is_empty() {
+        dir.ready = true;
+        false
+    } else {
+        true
+    }
+}
+
 impl LocalHandle {
     pub(crate) fn enter(&self) -> io::Result<RunGuard<'_>> {
         if self.inner.running.replace(true) {
@@ -54,13 +75,18 @@ impl LocalHandle {
     /// handlers ran.
     pub(crate) fn run_ready(&self, max: usize, honor_stop: bool) -> usize {
         let inner = &*self.inner;
-        let mut budget =
-            inner.ready.borrow().len() + inner.shared.runnables.len() + CHAINED_PER_TURN;
+        let mut budget = inner.ready.borrow().len()
+            + shared::local_runnables()
+            + inner.shared.runnables.len()
+            + CHAINED_PER_TURN;
         let mut ran = 0;
         while budget > 0 && ran < max {
             budget -= 1;
             let job = inner.ready.borrow_mut().pop_front();
             ran += 1;
+            if job.is_some() {
+                inner.dequeued.set(inner.dequeued.get() + 1);
+            }
             match job {
                 Some(Job::Call(f)) => f(),
                 Some(Job::Remote(f)) => {
@@ -69,12 +95,15 @@ impl LocalHandle {
                     }
                 }
                 Some(Job::Op(op)) => op.complete(self),
-                None => match inner.shared.runnables.pop() {
-                    Ok(runnable) => self.run_task(runnable),
-                    Err(_) => {
-                        ran -= 1;
-                        break;
-                    }
+                None => match shared::pop_local_runnable() {
+                    Some(runnable) => self.run_task(runnable),
+                    None => match inner.shared.runnables.pop() {
+                        Ok(runnable) => self.run_task(runnable),
+                        Err(_) => {
+                            ran -= 1;
+                            break;
+                        }
+                    },
                 },
             }
             if honor_stop && inner.shared.is_stopped() {
@@ -86,12 +115,16 @@ impl LocalHandle {
 
     /// Whether anything is queued to run now.
     pub(crate) fn has_ready(&self) -> bool {
-        !self.inner.ready.borrow().is_empty() || !self.inner.shared.runnables.is_empty()
+        !self.inner.ready.borrow().is_empty()
+            || shared::local_runnables() != 0
+            || !self.inner.shared.runnables.is_empty()
     }
 
     /// One wait on the driver (not blocking when `block` is false or work is queued) and the dispatch
-    /// of what it reported.
-    pub(crate) fn wait_and_dispatch(&self, block: bool) -> io::Result<()> {
+    /// of what it reported. With `inline`, handlers of operations that finish in the dispatch may run
+    /// right there (see [`serve_waiters`](LocalHandle::serve_waiters)): the callers that count or
+    /// limit the handlers they run (`run_one`, `poll`) pass false.
+    pub(crate) fn wait_and_dispatch(&self, block: bool, inline: bool) -> io::Result<()> {
         let inner = &*self.inner;
         // Not empty only when a panic interrupted the last dispatch: those events go first.
         let events = std::mem::take(&mut *inner.events.borrow_mut());
@@ -104,6 +137,14 @@ impl LocalHandle {
                 .next_deadline()
                 .map(|at| at.saturating_duration_since(Instant::now()))
         };
+        // Handlers may run from the dispatch only when nothing from an earlier turn is left: no job
+        // (it could be an earlier completion of a direction dispatched now), and no event left over
+        // by a panic (it could name a source that this wait reports again). Not on io_uring, whose
+        // multishot completions may name one source and direction twice in one wait.
+        let inline = inline
+            && events.is_empty()
+            && inner.ready.borrow().is_empty()
+            && inner.backend != crate::driver::Backend::Uring;
         let mut batch = Batch {
             svc: self,
             events,
@@ -118,12 +159,7 @@ impl LocalHandle {
             if ev.token == Token::WAKE {
                 self.take_remote();
             } else {
-                if ev.readable {
-                    self.on_ready(ev.token, Interest::Read, ev.closed);
-                }
-                if ev.writable {
-                    self.on_ready(ev.token, Interest::Write, ev.closed);
-                }
+                self.dispatch_event(ev, inline);
             }
             batch.done += 1;
         }
@@ -136,40 +172,85 @@ impl LocalHandle {
     /// and wake the futures. `closed` (hang-up, error, peer shut down) is remembered: such a direction
     /// never again waits for an edge that would not come.
     pub(crate) fn on_ready(&self, token: Token, interest: Interest, closed: bool) {
-        {
+        let serve = {
             let mut sources = self.inner.sources.borrow_mut();
             let Some(source) = sources.get_mut(token) else {
                 return; // closed since: a stale event
             };
-            let dir = source.dir_mut(interest);
-            dir.closed |= closed;
-            if let Some(until) = dir.backoff_until {
-                if Instant::now() < until {
-                    return; // backing off: only the wake-up at `until` ends it
-                }
-                dir.backoff_until = None;
-            }
-            dir.ready = true;
+            arm(source, interest, closed)
+        };
+        if serve {
+            self.serve_waiters(token, interest, false);
         }
+    }
+
+    /// Dispatches one event of the driver: one look at the source settles the directions nobody
+    /// waits on; the others serve their waiters, reading first.
+    fn dispatch_event(&self, ev: Event, inline: bool) {
+        let (read, write) = {
+            let mut sources = self.inner.sources.borrow_mut();
+            let Some(source) = sources.get_mut(ev.token) else {
+                return; // closed since: a stale event
+            };
+            (
+                ev.readable && arm(source, Interest::Read, ev.closed),
+                ev.writable && arm(source, Interest::Write, ev.closed),
+            )
+        };
+        if read {
+            self.serve_waiters(ev.token, Interest::Read, inline);
+        }
+        if write {
+            self.serve_waiters(ev.token, Interest::Write, inline);
+        }
+    }
+
+    /// Marks a direction that [`arm`] left to its waiters ready, and serves them in order: callback
+    /// operations are retried (their handlers queued), futures woken, until one has to wait again.
+    ///
+    /// With `inline`, a callback operation that finishes here has its handler called at once, not
+    /// queued, when that cannot change the order of handlers: it was the only waiter of its direction
+    /// (none finished ahead of it in this call, none is left behind it), and every job queued before
+    /// it started has run (an earlier operation on its direction that finished at once, say). This
+    /// is the loop, not the call that started the operation. Not once the loop is stopped: nothing
+    /// but queueing happens after `stop()`.
+    fn serve_waiters(&self, token: Token, interest: Interest, inline: bool) {
+        let mut first = true;
         loop {
-            let waiter = {
+            // Only the first waiter popped may run its handler here (see above).
+            let sole = first;
+            let (waiter, more, fd) = {
                 let mut sources = self.inner.sources.borrow_mut();
                 let Some(source) = sources.get_mut(token) else {
                     return;
                 };
+                let fd = source.fd.raw();
                 let dir = source.dir_mut(interest);
-                if !dir.ready {
+                if first {
+                    first = false;
+                    dir.ready = true;
+                } else if !dir.ready {
                     return;
                 }
                 match dir.waiters.pop_front() {
-                    Some(w) => w,
+                    Some(w) => (w, !dir.waiters.is_empty(), fd),
                     None => return,
                 }
             };
             match waiter {
                 Waiter::Task { waker, .. } => waker.wake(),
                 Waiter::Callback(mut op) => {
-                    if op.retry(self) {
+                    // The fd was read under the borrow just released, and nothing ran since.
+                    if op.retry(self, fd) {
+                        if inline
+                            && sole
+                            && !more
+                            && self.inner.dequeued.get() >= op.queued_before()
+                            && !self.is_stopped()
+                        {
+                            op.complete(self);
+                            return;
+                        }
                         self.push_job(Job::Op(op));
                     } else {
                         // Still not ready: it keeps its place at the head of the line.
@@ -187,6 +268,11 @@ impl LocalHandle {
                         return;
                     }
                 }
+            }
+            // Nobody else waited: a waker or a try cannot queue a waiter on this direction meanwhile
+            // (a handler run inline returned above), so there is nothing left to look at.
+            if !more {
+                return;
             }
         }
     }
@@ -234,7 +320,7 @@ impl LocalHandle {
     pub(crate) fn wake_after(&self, token: Token, interest: Interest, delay: Duration) {
         let at = Instant::now() + delay;
         if let Some(source) = self.inner.sources.borrow_mut().get_mut(token) {
-            source.dir_mut(interest).backoff_until = Some(at);
+            source.set_backoff_until(interest, Some(at));
         }
         self.inner
             .timers

@@ -2,7 +2,8 @@
 //! closures posted from elsewhere and the queue of tasks woken from elsewhere. [`Handle`] is its public
 //! face; everything else about a loop stays on the loop's thread.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,38 @@ pub(crate) struct Shared {
 thread_local! {
     /// The loop currently running on this thread, if any: wake-ups from inside it need no eventfd write.
     static RUNNING: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
+    /// The tasks that the loop running on this thread woke from its own thread: a plain queue, without
+    /// the atomics of `Shared::runnables` (which takes the wakes from other threads).
+    static LOCAL_RUNNABLES: RefCell<VecDeque<Runnable<usize>>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// Queues a woken task: on the local queue when its loop is the one running on this thread (`shared`
+/// is that loop's), otherwise on the loop's cross-thread queue, poking the loop.
+pub(crate) fn schedule(shared: &Shared, runnable: Runnable<usize>) {
+    if RUNNING.with(|r| std::ptr::eq(r.get(), shared)) {
+        LOCAL_RUNNABLES.with(|q| q.borrow_mut().push_back(runnable));
+        return;
+    }
+    // The queue is unbounded and only closed when the loop is dropped; a push can then fail, and the
+    // runnable must not be dropped on a foreign thread (its future is !Send): forget it, leaking one task
+    // that can never run again.
+    if let Err(e) = shared.runnables.push(runnable) {
+        std::mem::forget(e.into_inner());
+        return;
+    }
+    shared.notify();
+}
+
+/// The next task woken on this thread by the loop running here (see `LOCAL_RUNNABLES`).
+#[inline]
+pub(crate) fn pop_local_runnable() -> Option<Runnable<usize>> {
+    LOCAL_RUNNABLES.with(|q| q.borrow_mut().pop_front())
+}
+
+/// How many tasks the loop running here has woken from this thread and not yet run.
+#[inline]
+pub(crate) fn local_runnables() -> usize {
+    LOCAL_RUNNABLES.with(|q| q.borrow().len())
 }
 
 impl Shared {
@@ -107,20 +140,42 @@ impl Shared {
         std::mem::take(&mut *queue)
     }
 
-    /// Marks this loop as running on the current thread until the guard drops.
+    /// Marks this loop as running on the current thread until the guard drops. The local queue of a
+    /// loop that was running here already (this one was run from one of its handlers) is set aside
+    /// meanwhile.
     pub(crate) fn enter(self: &Arc<Self>) -> RunningGuard {
         let previous = RUNNING.with(|r| r.replace(Arc::as_ptr(self)));
-        RunningGuard { previous }
+        let previous_queue = LOCAL_RUNNABLES.with(|q| std::mem::take(&mut *q.borrow_mut()));
+        RunningGuard {
+            shared: self.clone(),
+            previous,
+            previous_queue,
+        }
     }
 }
 
 pub(crate) struct RunningGuard {
+    shared: Arc<Shared>,
     previous: *const Shared,
+    previous_queue: VecDeque<Runnable<usize>>,
 }
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
         RUNNING.with(|r| r.set(self.previous));
+        // Tasks woken here and not yet run (the loop stopped, or a panic passed out) wait on the
+        // loop's own queue for its next run; the outer loop gets its local queue back.
+        let left = LOCAL_RUNNABLES.with(|q| {
+            std::mem::replace(
+                &mut *q.borrow_mut(),
+                std::mem::take(&mut self.previous_queue),
+            )
+        });
+        for runnable in left {
+            if let Err(e) = self.shared.runnables.push(runnable) {
+                std::mem::forget(e.into_inner()); // closed: see `schedule`
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! names a closed source finds nothing, even when the fd number was reused by a new object.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::task::Waker;
 use std::time::Instant;
 
@@ -20,7 +20,8 @@ use crate::op::{Interest, ReadyOp};
 pub(crate) enum FdSlot {
     Owned(OwnedFd),
     /// Owned, with a socket's close hook that runs right before the fd closes (see `net::hooks`).
-    Hooked(crate::net::hooks::HookedFd),
+    /// Boxed: few sockets have hooks, and every source pays for the largest variant.
+    Hooked(Box<crate::net::hooks::HookedFd>),
     Attached(RawFd),
     Virtual,
 }
@@ -33,6 +34,17 @@ impl FdSlot {
             // SAFETY: `IoDevice::attach` is an `unsafe fn` whose caller promised to keep the fd open
             // for as long as it stays attached, i.e. while this slot exists.
             FdSlot::Attached(fd) => Some(unsafe { BorrowedFd::borrow_raw(*fd) }),
+            FdSlot::Virtual => None,
+        }
+    }
+
+    /// The fd number, if any (for a try that runs after the table's borrow is released).
+    #[inline]
+    pub(crate) fn raw(&self) -> Option<RawFd> {
+        match self {
+            FdSlot::Owned(fd) => Some(fd.as_raw_fd()),
+            FdSlot::Hooked(fd) => Some(fd.as_fd().as_raw_fd()),
+            FdSlot::Attached(fd) => Some(*fd),
             FdSlot::Virtual => None,
         }
     }
@@ -55,18 +67,25 @@ pub(crate) struct Direction {
     /// the direction is never marked drained again.
     pub(crate) closed: bool,
     pub(crate) waiters: VecDeque<Waiter>,
-    /// Set by a back-off (`EMFILE` on accept): readiness events are ignored, and a level-triggered
-    /// backend does not watch the direction, until the loop's wake-up at this instant.
-    pub(crate) backoff_until: Option<Instant>,
 }
 
 impl Direction {
+    /// Queues `waiter` behind the others. A direction rarely has more than one waiter: its first one
+    /// gets a list of exactly one slot (a list's first growth would make room for four), which is
+    /// what an idle connection keeps.
+    #[inline]
+    pub(crate) fn push_waiter(&mut self, waiter: Waiter) {
+        if self.waiters.capacity() == 0 {
+            self.waiters.reserve_exact(1);
+        }
+        self.waiters.push_back(waiter);
+    }
+
     fn new(ready: bool) -> Direction {
         Direction {
             ready,
             closed: false,
             waiters: VecDeque::new(),
-            backoff_until: None,
         }
     }
 }
@@ -84,6 +103,11 @@ pub(crate) struct Source {
     /// Whether a short read proves the read direction empty, so that the next read may wait for an
     /// edge without trying (see [`Source::drain_hint_holds`]). `None` until known.
     pub(crate) short_read_drains: Option<bool>,
+    /// Per direction (read, write), set by a back-off (`EMFILE` on accept): readiness events are
+    /// ignored, and a level-triggered backend does not watch the direction, until the loop's wake-up
+    /// at this instant. Boxed, and only once needed: few sources ever back off, and every source,
+    /// idle connections included, would pay for the two instants.
+    backoff: Option<Box<[Option<Instant>; 2]>>,
 }
 
 impl Source {
@@ -100,6 +124,25 @@ impl Source {
         }
     }
 
+    /// Until when events for `interest` are ignored (see `backoff`).
+    #[inline]
+    pub(crate) fn backoff_until(&self, interest: Interest) -> Option<Instant> {
+        self.backoff.as_ref().and_then(|b| b[interest as usize])
+    }
+
+    /// Starts (`Some`) or ends (`None`) a back-off of `interest`.
+    pub(crate) fn set_backoff_until(&mut self, interest: Interest, until: Option<Instant>) {
+        match (&mut self.backoff, until) {
+            (None, None) => {}
+            (Some(b), until) => b[interest as usize] = until,
+            (None, until) => {
+                let mut b = Box::new([None; 2]);
+                b[interest as usize] = until;
+                self.backoff = Some(b);
+            }
+        }
+    }
+
     /// Whether an operation's "drained" hint (a short read or write) may be trusted: the direction is
     /// then marked not ready and the next operation waits for an edge instead of paying for `EAGAIN`.
     ///
@@ -111,23 +154,30 @@ impl Source {
     /// only when a read follows). The domain is told at registration where `aio` knows it (open,
     /// accept, pair) and asked of the kernel once, on the first short read, otherwise (`from_fd`). A
     /// direction that saw a hang-up or TCP urgent data (`closed`) never trusts the hint again.
+    #[inline]
     pub(crate) fn drain_hint_holds(&mut self, interest: Interest) -> bool {
         if self.dir(interest).closed {
             return false;
         }
         match interest {
             Interest::Write => true,
-            Interest::Read => {
-                let fd = &self.fd;
-                *self.short_read_drains.get_or_insert_with(|| {
-                    fd.fd().is_some_and(|fd| {
-                        socket2::SockRef::from(&fd)
-                            .domain()
-                            .is_ok_and(|domain| domain != socket2::Domain::UNIX)
-                    })
-                })
-            }
+            Interest::Read => match self.short_read_drains {
+                Some(drains) => drains,
+                None => self.learn_short_read_drains(),
+            },
         }
+    }
+
+    /// Asks the kernel whether short reads prove this source empty (not a Unix socket), once.
+    #[cold]
+    fn learn_short_read_drains(&mut self) -> bool {
+        let drains = self.fd.fd().is_some_and(|fd| {
+            socket2::SockRef::from(&fd)
+                .domain()
+                .is_ok_and(|domain| domain != socket2::Domain::UNIX)
+        });
+        self.short_read_drains = Some(drains);
+        drains
     }
 }
 
@@ -151,6 +201,7 @@ impl SourceTable {
             cancel_epoch: 0,
             deadline: None,
             short_read_drains: None,
+            backoff: None,
         });
         Token::new(index, generation)
     }
@@ -182,8 +233,8 @@ impl SourceTable {
     pub(crate) fn interests(&self) -> impl Iterator<Item = (BorrowedFd<'_>, Token, bool, bool)> {
         self.slab.iter().filter_map(|(index, s)| {
             let fd = s.fd.fd()?;
-            let read = !s.read.waiters.is_empty() && s.read.backoff_until.is_none();
-            let write = !s.write.waiters.is_empty() && s.write.backoff_until.is_none();
+            let read = !s.read.waiters.is_empty() && s.backoff_until(Interest::Read).is_none();
+            let write = !s.write.waiters.is_empty() && s.backoff_until(Interest::Write).is_none();
             (read || write).then(|| (fd, Token::new(index, s.generation), read, write))
         })
     }

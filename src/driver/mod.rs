@@ -28,8 +28,8 @@ pub enum Backend {
     Epoll,
     /// POSIX `poll(2)`: the portable fallback.
     Poll,
-    /// Linux io_uring (opt-in): readiness through multishot poll requests, submitted and reaped in
-    /// one `io_uring_enter` per turn.
+    /// Linux io_uring (opt-in): reads, writes, accepts and connects are requests on the ring, and
+    /// every request of a turn is submitted, and its completions reaped, in one `io_uring_enter`.
     Uring,
 }
 
@@ -144,6 +144,15 @@ impl AnyDriver {
             Backend::Poll => AnyDriver::Poll(poll::PollDriver::new(wake_fd)?),
             Backend::Uring => AnyDriver::Uring(Box::new(uring::UringDriver::new(wake_fd)?)),
         })
+    }
+
+    /// The io_uring backend, when it is this one: operations go to its ring.
+    #[inline]
+    pub(crate) fn ring(&mut self) -> Option<&mut uring::UringDriver> {
+        match self {
+            AnyDriver::Uring(d) => Some(d),
+            _ => None,
+        }
     }
 }
 

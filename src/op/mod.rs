@@ -23,6 +23,7 @@ mod dial_any;
 mod fd_passing;
 mod read;
 mod ready;
+pub(crate) mod ring;
 mod write;
 
 pub use accept::Accept;
@@ -38,11 +39,13 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::LocalHandle;
 use crate::driver::Token;
+pub use crate::driver::uring::RingEntry;
 use crate::service::Job;
 use crate::service::source::Waiter;
 
@@ -115,6 +118,29 @@ pub trait Operation: sealed::Sealed + Unpin + Sized + 'static {
     fn attempt(self, cx: &mut Cx<'_>) -> Step<Self>;
     #[doc(hidden)]
     fn fail(self, err: io::Error) -> Self::Output;
+    /// Whether, on the io_uring backend, the operation is done by ring requests ([`prepare`] and
+    /// [`complete`]) instead of readiness and [`attempt`].
+    ///
+    /// [`prepare`]: Operation::prepare
+    /// [`complete`]: Operation::complete
+    /// [`attempt`]: Operation::attempt
+    #[doc(hidden)]
+    const RING: bool = false;
+    /// The ring request for the next step on `fd`. The memory it points to must live inside the
+    /// operation, on the heap (owned buffers, boxed addresses): the operation may move, but is not
+    /// dropped, while the request is in flight.
+    #[doc(hidden)]
+    fn prepare(&mut self, _fd: RawFd) -> Option<RingEntry> {
+        None
+    }
+    /// The kernel's answer to the request made by [`prepare`](Operation::prepare) (`res`: a count
+    /// or a negative errno). `Wait` asks for another request (the rest of a `write_all`).
+    #[doc(hidden)]
+    fn complete(self, res: i32, _svc: &LocalHandle) -> Step<Self> {
+        Step::Done(self.fail(io::Error::other(format!(
+            "io_uring completion ({res}) for an operation that makes no ring requests"
+        ))))
+    }
 }
 
 /// One asynchronous operation: finish it with [`then`](Op::then) or `.await`.
@@ -139,10 +165,12 @@ pub struct Op<O: Operation> {
     background: bool,
 }
 
-enum State<O> {
+enum State<O: Operation> {
     Start(O),
     Failed(O, io::Error),
     Waiting { op: O, id: u64, epoch: u32 },
+    /// On the io_uring ring, under `key`; the cell holds the operation and then its output.
+    Ring { cell: Rc<ring::TaskCell<O>>, key: u32 },
     Done,
 }
 
@@ -203,6 +231,23 @@ impl<O: Operation> Op<O> {
                 }
                 return;
             }
+            State::Ring { cell, key } => {
+                // A future already on the ring (polled, then turned into a callback): its handler
+                // runs when the kernel answers, from a task that awaits the same request.
+                let fut = Op {
+                    svc: self.svc.clone(),
+                    token: self.token,
+                    state: State::Ring { cell, key },
+                    background: self.background,
+                };
+                let run = async move { handler(fut.await) };
+                if self.background {
+                    drop(self.svc.spawn_background(run));
+                } else {
+                    drop(self.svc.spawn(run));
+                }
+                return;
+            }
             State::Done => return,
         };
         CallbackOp::start(&self.svc, self.token, op, handler, !self.background);
@@ -215,6 +260,18 @@ impl<O: Operation> Future for Op<O> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O::Output> {
         let this = self.get_mut();
         let look = match std::mem::replace(&mut this.state, State::Done) {
+            State::Start(op) if O::RING && this.svc.ring_mode() => {
+                return this.start_on_ring(op, cx);
+            }
+            State::Ring { cell, key } => {
+                return match cell.poll_output(cx.waker()) {
+                    Some(out) => Poll::Ready(out),
+                    None => {
+                        this.state = State::Ring { cell, key };
+                        Poll::Pending
+                    }
+                };
+            }
             State::Start(op) => this.svc.look(this.token, op, None, cx.waker()),
             State::Waiting { op, id, epoch } => {
                 this.svc.look(this.token, op, Some((id, epoch)), cx.waker())
@@ -231,6 +288,10 @@ impl<O: Operation> Future for Op<O> {
             }
             Look::Done(out) => return Poll::Ready(out),
         };
+        if O::RING && this.svc.ring_mode() {
+            // Its turn on the ring came (it waited behind another request of its direction).
+            return this.start_on_ring(op, cx);
+        }
         match this.svc.try_on(this.token, fd, op) {
             Step::Done(out) => Poll::Ready(out),
             Step::Wait(op) => {
@@ -241,12 +302,55 @@ impl<O: Operation> Future for Op<O> {
                 };
                 match this.svc.register(this.token, op.interest(), waiter) {
                     Ok(epoch) => {
+                        this.svc.watch_fd(fd);
                         this.state = State::Waiting { op, id, epoch };
                         Poll::Pending
                     }
                     Err(_) => Poll::Ready(op.fail(crate::error::closed())),
                 }
             }
+        }
+    }
+}
+
+impl<O: Operation> Op<O> {
+    /// Puts an awaited operation on the io_uring ring, or in line behind its direction's request.
+    fn start_on_ring(&mut self, op: O, cx: &mut Context<'_>) -> Poll<O::Output> {
+        let interest = op.interest();
+        let cell = ring::TaskCell::new(op);
+        let slot: Rc<dyn ring::TaskSlot> = cell.clone();
+        let (slot, closed) = match self
+            .svc
+            .ring_start(self.token, interest, ring::RingOp::Task(slot))
+        {
+            ring::RingStart::Started(key) => {
+                // Nothing can have finished yet: this only records the waker.
+                let _ = cell.poll_output(cx.waker());
+                self.state = State::Ring { cell, key };
+                return Poll::Pending;
+            }
+            ring::RingStart::Busy(slot) => (slot, false),
+            ring::RingStart::Gone(slot) => (slot, true),
+        };
+        drop(slot);
+        let Some(op) = cell.take_op() else {
+            // Unreachable: only the ring takes the operation out, and it never got it.
+            return Poll::Pending;
+        };
+        if closed {
+            return Poll::Ready(op.fail(self.svc.gone_error()));
+        }
+        let id = self.svc.next_waiter_id();
+        let waiter = Waiter::Task {
+            id,
+            waker: cx.waker().clone(),
+        };
+        match self.svc.register(self.token, interest, waiter) {
+            Ok(epoch) => {
+                self.state = State::Waiting { op, id, epoch };
+                Poll::Pending
+            }
+            Err(_) => Poll::Ready(op.fail(crate::error::closed())),
         }
     }
 }
@@ -263,8 +367,14 @@ enum Look<O: Operation> {
 
 impl<O: Operation> Drop for Op<O> {
     fn drop(&mut self) {
-        if let State::Waiting { op, id, .. } = &self.state {
-            self.svc.withdraw(self.token, op.interest(), *id);
+        match &self.state {
+            State::Waiting { op, id, .. } => self.svc.withdraw(self.token, op.interest(), *id),
+            // The operation stays in the loop's table until the kernel lets go of it.
+            State::Ring { cell, key } if cell.in_flight() => {
+                cell.abandon();
+                self.svc.ring_cancel(*key);
+            }
+            _ => {}
         }
     }
 }
@@ -273,7 +383,7 @@ impl<O: Operation> std::fmt::Debug for Op<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match self.state {
             State::Start(_) | State::Failed(..) => "not started",
-            State::Waiting { .. } => "waiting",
+            State::Waiting { .. } | State::Ring { .. } => "waiting",
             State::Done => "done",
         };
         f.debug_struct("Op")
@@ -294,6 +404,12 @@ pub(crate) trait ReadyOp {
     fn cancel(&mut self, err: io::Error);
     /// Calls the handler with the stored result.
     fn complete(self: Box<Self>, svc: &LocalHandle);
+    /// Whether it is done by ring requests on the io_uring backend.
+    fn on_ring(&self) -> bool;
+    /// The ring request for its next step (see [`Operation::prepare`]).
+    fn prepare(&mut self, fd: RawFd) -> Option<RingEntry>;
+    /// The kernel's answer; true once finished (the result is stored for `complete`).
+    fn on_cqe(&mut self, res: i32, svc: &LocalHandle) -> bool;
 }
 
 struct CallbackOp<O: Operation, F> {
@@ -320,6 +436,18 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
         if counted {
             svc.add_work();
         }
+        if O::RING && svc.ring_mode() {
+            let interest = op.interest();
+            let boxed = svc.boxed_op(CallbackOp {
+                token,
+                slot: Slot::Pending(op),
+                handler,
+                counted,
+                queued_before: svc.jobs_queued(),
+            });
+            ring::start_callback(svc, token, interest, boxed);
+            return;
+        }
         // One look at the source decides: queue the operation at once when its direction is known not
         // ready (no syscall, no second lookup), or try it.
         let interest = op.interest();
@@ -340,6 +468,7 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
                             queued_before,
                         });
                         dir.push_waiter(Waiter::Callback(boxed));
+                        svc.watch_fd(fd);
                         return;
                     }
                     (Ok((op, fd)), handler)
@@ -366,11 +495,13 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
                     counted,
                     queued_before,
                 });
-                if let Err(Waiter::Callback(mut boxed)) =
-                    svc.register(token, interest, Waiter::Callback(boxed))
-                {
-                    boxed.cancel(crate::error::closed());
-                    svc.push_job(Job::Op(boxed));
+                match svc.register(token, interest, Waiter::Callback(boxed)) {
+                    Ok(_) => svc.watch(token),
+                    Err(Waiter::Callback(mut boxed)) => {
+                        boxed.cancel(crate::error::closed());
+                        svc.push_job(Job::Op(boxed));
+                    }
+                    Err(Waiter::Task { .. }) => {}
                 }
             }
         }
@@ -404,6 +535,36 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
     fn cancel(&mut self, err: io::Error) {
         if let Slot::Pending(op) = std::mem::replace(&mut self.slot, Slot::Empty) {
             self.slot = Slot::Finished(op.fail(err));
+        }
+    }
+
+    fn on_ring(&self) -> bool {
+        O::RING
+    }
+
+    fn prepare(&mut self, fd: RawFd) -> Option<RingEntry> {
+        match &mut self.slot {
+            Slot::Pending(op) => op.prepare(fd),
+            _ => None,
+        }
+    }
+
+    fn on_cqe(&mut self, res: i32, svc: &LocalHandle) -> bool {
+        match std::mem::replace(&mut self.slot, Slot::Empty) {
+            Slot::Pending(op) => match op.complete(res, svc) {
+                Step::Done(out) => {
+                    self.slot = Slot::Finished(out);
+                    true
+                }
+                Step::Wait(op) => {
+                    self.slot = Slot::Pending(op);
+                    false
+                }
+            },
+            other => {
+                self.slot = other;
+                true
+            }
         }
     }
 
@@ -551,12 +712,14 @@ impl LocalHandle {
         let fd = source.fd.raw();
         let epoch = source.cancel_epoch;
         let dir = source.dir_mut(interest);
-        if op.needs_ready() && !dir.ready {
+        // On the ring, an operation's turn is all it waits for: the kernel waits for readiness.
+        if op.needs_ready() && !dir.ready && !(O::RING && self.inner.ring) {
             let id = self.next_waiter_id();
             dir.push_waiter(Waiter::Task {
                 id,
                 waker: waker.clone(),
             });
+            self.watch_fd(fd);
             return Look::Wait(State::Waiting { op, id, epoch });
         }
         Look::Try(op, fd)

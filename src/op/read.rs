@@ -2,7 +2,13 @@
 
 use std::io;
 
-use super::{Cx, Interest, Operation, Step, sealed};
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, types};
+
+use super::ring::cqe_result;
+use super::{Cx, Interest, Operation, RingEntry, Step, sealed};
+use crate::LocalHandle;
 use crate::buf::IoBufMut;
 
 /// Reads whatever is available, up to the buffer's [`bytes_total`](IoBufMut): `Ok(0)` means end of
@@ -46,6 +52,34 @@ impl<B: IoBufMut> Operation for ReadSome<B> {
     fn fail(self, err: io::Error) -> Self::Output {
         (Err(err), self.buf)
     }
+
+    const RING: bool = true;
+
+    fn prepare(&mut self, fd: RawFd) -> Option<RingEntry> {
+        Some(read_entry(fd, &mut self.buf, 0))
+    }
+
+    fn complete(mut self, res: i32, _svc: &LocalHandle) -> Step<Self> {
+        let out = cqe_result(res).inspect(|&n| {
+            // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
+            unsafe { self.buf.set_init(n) }
+        });
+        Step::Done((out, self.buf))
+    }
+}
+
+/// A ring request reading into `buf[offset..bytes_total]` (a `read` at the file's position, so that
+/// any readable fd works, sockets and pipes alike).
+fn read_entry<B: IoBufMut>(fd: RawFd, buf: &mut B, offset: usize) -> RingEntry {
+    let total = buf.bytes_total();
+    // SAFETY: `offset <= bytes_total`, so the pointer stays within (or one past) the buffer.
+    let ptr = unsafe { buf.stable_mut_ptr().add(offset) };
+    let len = (total - offset).min(u32::MAX as usize) as u32;
+    RingEntry(
+        opcode::Read::new(types::Fd(fd), ptr, len)
+            .offset(u64::MAX)
+            .build(),
+    )
 }
 
 /// Fills the whole buffer ([`bytes_total`](IoBufMut) bytes); end of stream first is
@@ -96,6 +130,39 @@ impl<B: IoBufMut> Operation for ReadExact<B> {
 
     fn fail(self, err: io::Error) -> Self::Output {
         (Err(err), self.buf)
+    }
+
+    const RING: bool = true;
+
+    fn prepare(&mut self, fd: RawFd) -> Option<RingEntry> {
+        Some(read_entry(fd, &mut self.buf, self.filled))
+    }
+
+    fn complete(mut self, res: i32, _svc: &LocalHandle) -> Step<Self> {
+        let total = self.buf.bytes_total();
+        match cqe_result(res) {
+            Ok(0) if self.filled < total => {
+                let err = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "end of stream after {} of {total} bytes in read_exact",
+                        self.filled
+                    ),
+                );
+                Step::Done((Err(err), self.buf))
+            }
+            Ok(n) => {
+                self.filled += n;
+                // SAFETY: the kernel wrote `n` bytes after the `filled` ones before.
+                unsafe { self.buf.set_init(self.filled) };
+                if self.filled < total {
+                    Step::Wait(self)
+                } else {
+                    Step::Done((Ok(()), self.buf))
+                }
+            }
+            Err(e) => Step::Done((Err(e), self.buf)),
+        }
     }
 }
 

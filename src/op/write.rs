@@ -7,7 +7,13 @@ use std::io::{self, IoSlice};
 
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 
-use super::{Cx, Interest, Operation, Step, sealed};
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, types};
+
+use super::ring::cqe_result;
+use super::{Cx, Interest, Operation, RingEntry, Step, sealed};
+use crate::LocalHandle;
 use crate::buf::IoBuf;
 
 /// Writes what the socket takes now, at least one byte (unless the buffer is empty). Made by
@@ -49,6 +55,27 @@ impl<B: IoBuf> Operation for WriteSome<B> {
     fn fail(self, err: io::Error) -> Self::Output {
         (Err(err), self.buf)
     }
+
+    const RING: bool = true;
+
+    fn prepare(&mut self, fd: RawFd) -> Option<RingEntry> {
+        Some(send_entry(fd, &self.buf, 0))
+    }
+
+    fn complete(self, res: i32, _svc: &LocalHandle) -> Step<Self> {
+        Step::Done((cqe_result(res), self.buf))
+    }
+}
+
+/// A ring request sending `buf[offset..bytes_init]` with `MSG_NOSIGNAL`.
+fn send_entry<B: IoBuf>(fd: RawFd, buf: &B, offset: usize) -> RingEntry {
+    let data = &buf.as_slice()[offset..];
+    let len = data.len().min(u32::MAX as usize) as u32;
+    RingEntry(
+        opcode::Send::new(types::Fd(fd), data.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build(),
+    )
 }
 
 /// Writes every initialised byte of the buffer, waiting as often as needed (booster's `async_write`).
@@ -95,6 +122,34 @@ impl<B: IoBuf> Operation for WriteAll<B> {
 
     fn fail(self, err: io::Error) -> Self::Output {
         (Err(err), self.buf)
+    }
+
+    const RING: bool = true;
+
+    fn prepare(&mut self, fd: RawFd) -> Option<RingEntry> {
+        Some(send_entry(fd, &self.buf, self.written))
+    }
+
+    fn complete(mut self, res: i32, _svc: &LocalHandle) -> Step<Self> {
+        let len = self.buf.bytes_init();
+        match cqe_result(res) {
+            Ok(0) if self.written < len => {
+                let err = io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the socket accepted no bytes in write_all",
+                );
+                Step::Done((Err(err), self.buf))
+            }
+            Ok(n) => {
+                self.written += n;
+                if self.written < len {
+                    Step::Wait(self)
+                } else {
+                    Step::Done((Ok(()), self.buf))
+                }
+            }
+            Err(e) => Step::Done((Err(e), self.buf)),
+        }
     }
 }
 

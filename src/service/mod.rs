@@ -41,7 +41,7 @@ pub(crate) enum Job {
 pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     backend: Backend,
-    driver: RefCell<AnyDriver>,
+    pub(crate) driver: RefCell<AnyDriver>,
     pub(crate) sources: RefCell<SourceTable>,
     /// Recycled blocks of finished callback operations.
     pub(crate) op_pool: RefCell<pool::OpPool>,
@@ -66,6 +66,10 @@ pub(crate) struct Inner {
     shut_down: Cell<bool>,
     /// The fork generation this loop was built in (see `fork`).
     fork_generation: u64,
+    /// Operations go to the io_uring ring (the `uring` backend).
+    pub(crate) ring: bool,
+    /// Operations the ring holds, by key (see `op::ring`).
+    pub(crate) inflight: RefCell<slab::Slab<crate::op::ring::Inflight>>,
 }
 
 /// Builds an [`IoService`] with a chosen backend.
@@ -123,6 +127,8 @@ impl Builder {
             running: Cell::new(false),
             shut_down: Cell::new(false),
             fork_generation: fork::generation(),
+            ring: self.backend == Backend::Uring,
+            inflight: RefCell::new(slab::Slab::new()),
         });
         Ok(IoService {
             local: LocalHandle { inner },

@@ -44,7 +44,16 @@ impl LocalHandle {
     /// Closes a source: pending operations complete with `ECANCELED`, the driver forgets the fd, and
     /// the fd is returned (owned) or forgotten (attached). Returns `None` if already closed.
     pub(crate) fn remove_source(&self, token: Token) -> Option<FdSlot> {
+        let keys = if self.ring_mode() && !super::fork::is_forked_child(self.inner.fork_generation)
+        {
+            self.ring_keys(token)
+        } else {
+            Vec::new()
+        };
         let source = self.inner.sources.borrow_mut().remove(token)?;
+        // The kernel lets go of the operations on the ring (their handlers get ECANCELED, or their
+        // result if they finished first) before the fd, and the socket with it, is closed.
+        self.ring_cancel_and_wait(&keys);
         self.deregister(&source);
         let Source {
             fd, read, write, ..
@@ -78,6 +87,10 @@ impl LocalHandle {
             all.extend(source.write.waiters.drain(..));
             all
         };
+        // Operations on the ring complete with ECANCELED when the kernel has let go of them.
+        for key in self.ring_keys(token) {
+            self.ring_cancel(key);
+        }
         for waiter in waiters {
             self.cancel_waiter(waiter);
         }
@@ -122,6 +135,10 @@ impl LocalHandle {
             return;
         }
         drop(inner.shared.close());
+        // The kernel must let go of the operations on the ring before their buffers are dropped.
+        if !super::fork::is_forked_child(inner.fork_generation) {
+            self.ring_shutdown();
+        }
         // Blocking jobs not yet started are dropped; running ones finish on their own.
         drop(inner.blocking.borrow_mut().take());
         // Tasks first: dropping their futures may drop objects that close sources.

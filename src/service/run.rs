@@ -164,6 +164,7 @@ impl LocalHandle {
             batch.done += 1;
         }
         drop(batch);
+        self.dispatch_completions();
         self.fire_timers();
         result
     }
@@ -215,6 +216,14 @@ impl LocalHandle {
     /// is the loop, not the call that started the operation. Not once the loop is stopped: nothing
     /// but queueing happens after `stop()`.
     fn serve_waiters(&self, token: Token, interest: Interest, inline: bool) {
+        if self.ring_mode() {
+            if let Some(source) = self.inner.sources.borrow_mut().get_mut(token) {
+                source.dir_mut(interest).ready = true;
+            }
+            // Waiters are served in turn with the operations on the ring (none while one is there).
+            self.ring_next(token, interest);
+            return;
+        }
         let mut first = true;
         loop {
             // Only the first waiter popped may run its handler here (see above).

@@ -58,8 +58,10 @@ pub(crate) enum Waiter {
     Callback(Box<dyn ReadyOp>),
 }
 
+/// The `inflight` of a direction with no operation on the ring (slab keys never reach it).
+const NO_KEY: u32 = u32::MAX;
+
 /// One direction of a source.
-#[derive(Default)]
 pub(crate) struct Direction {
     /// False once a syscall said `EAGAIN` (or drained the socket), true again after an event.
     pub(crate) ready: bool,
@@ -67,6 +69,11 @@ pub(crate) struct Direction {
     /// the direction is never marked drained again.
     pub(crate) closed: bool,
     pub(crate) waiters: VecDeque<Waiter>,
+    /// On io_uring: the key of the operation this direction has on the ring, or [`NO_KEY`]. One at
+    /// a time, so that the steps of a `write_all` are never interleaved with another write's; the
+    /// others wait in `waiters` and go to the ring in order. A plain `u32` (not an `Option`) keeps
+    /// the direction, and every idle connection's entry, as small as without it.
+    inflight: u32,
 }
 
 impl Direction {
@@ -81,11 +88,22 @@ impl Direction {
         self.waiters.push_back(waiter);
     }
 
+    /// The key of the operation this direction has on the io_uring ring.
+    #[inline]
+    pub(crate) fn inflight(&self) -> Option<u32> {
+        (self.inflight != NO_KEY).then_some(self.inflight)
+    }
+
+    pub(crate) fn set_inflight(&mut self, key: Option<u32>) {
+        self.inflight = key.unwrap_or(NO_KEY);
+    }
+
     fn new(ready: bool) -> Direction {
         Direction {
             ready,
             closed: false,
             waiters: VecDeque::new(),
+            inflight: NO_KEY,
         }
     }
 }
@@ -190,7 +208,8 @@ pub(crate) struct SourceTable {
 impl SourceTable {
     pub(crate) fn insert(&mut self, fd: FdSlot) -> Token {
         let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1);
+        // 31 bits: the top bit of a token stays clear (io_uring tags operation requests with it).
+        self.next_generation = self.next_generation.wrapping_add(1) & 0x7fff_ffff;
         // An fd may be ready already: try first. A virtual source is ready only when fired.
         let ready = !matches!(fd, FdSlot::Virtual);
         let index = self.slab.insert(Source {

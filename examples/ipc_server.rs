@@ -71,19 +71,28 @@ fn usage(program: &str, why: &str) -> ExitCode {
 
 /// Binds, and if a Unix socket file is in the way but nobody listens on it (a killed server's
 /// leftover), removes it and binds again.
+///
+/// A server killed while on io_uring lets go of its listening socket a moment after it died: the
+/// kernel tears a dead process's ring down in the background, and the ring's requests hold the
+/// socket until then. So a socket that still answers is asked again for up to half a second before
+/// the endpoint counts as taken.
 fn bind_reclaiming(svc: &IoService, endpoint: &Endpoint) -> io::Result<Acceptor> {
+    const ASKS: u32 = 20;
     match Acceptor::bind(svc, endpoint) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
             let Some(path) = endpoint.unix_path() else {
                 return Err(e);
             };
-            match std::os::unix::net::UnixStream::connect(path) {
-                Err(c) if c.kind() == io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(path)?;
-                    Acceptor::bind(svc, endpoint)
+            for _ in 0..ASKS {
+                match std::os::unix::net::UnixStream::connect(path) {
+                    Err(c) if c.kind() == io::ErrorKind::ConnectionRefused => {
+                        std::fs::remove_file(path)?;
+                        return Acceptor::bind(svc, endpoint);
+                    }
+                    _ => std::thread::sleep(std::time::Duration::from_millis(25)),
                 }
-                _ => Err(e),
             }
+            Err(e)
         }
         other => other,
     }

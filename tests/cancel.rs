@@ -329,3 +329,40 @@ matrix_test!(cancel_with_nothing_pending_is_harmless, |svc| {
     res.unwrap();
     assert_eq!(buf, b"ok");
 });
+
+// Closing a socket may have to wait for the kernel (on io_uring, its poll request is removed before
+// the fd closes); another socket's read that finishes meanwhile is still delivered by the next turn,
+// not left behind until some later event.
+matrix_test!(a_read_finished_while_a_close_waits_is_delivered, |svc| {
+    // b waits for readiness once (on io_uring its fd gets a poll request), then has nothing pending.
+    let (b, b_peer) = StreamSocket::pair(svc).unwrap();
+    let got_fds = Outcome::new();
+    b.recv_fds(vec![0u8; 8], 1).then(got_fds.setter());
+    assert_eq!(svc.poll().unwrap(), 0, "the readiness wait waits");
+    svc.block_on(b_peer.write_all(b"x".to_vec())).0.unwrap();
+    assert_eq!(got_fds.wait(svc).0.unwrap().len, 1);
+
+    let (a, a_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let a = StreamSocket::from_fd(svc, a).unwrap();
+    let read_a = Outcome::new();
+    a.read_some(vec![0u8; 8]).then({
+        let set = read_a.setter();
+        move |out| set((out, std::time::Instant::now()))
+    });
+    assert_eq!(svc.poll().unwrap(), 0, "the read waits");
+    std::io::Write::write_all(&mut &a_peer, b"data").unwrap();
+    b.close();
+    // A timer bounds the wait: should the read's completion be left behind, the timer's wake-up is
+    // what delivers it.
+    let timer = aio::DeadlineTimer::new(svc).unwrap();
+    let due = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    timer.expires_at(due);
+    timer.wait().then(|_| {});
+    let ((res, buf), delivered) = read_a.wait(svc);
+    assert!(
+        delivered < due,
+        "the read was delivered before the timer was due"
+    );
+    assert_eq!(res.unwrap(), 4);
+    assert_eq!(&buf[..4], b"data");
+});

@@ -406,9 +406,12 @@ stress_test!(
             drop(probe);
             // The last write's handler may still be queued (a completion backend reports the write
             // after the peer could read it).
-            stress::run_until(svc, Duration::from_secs(5), "the last echo's handler", || {
-                echoed.get() == expected
-            });
+            stress::run_until(
+                svc,
+                Duration::from_secs(5),
+                "the last echo's handler",
+                || echoed.get() == expected,
+            );
             assert_eq!(echoed.get(), expected);
             drop((hostile, server));
             svc.restart();

@@ -280,8 +280,9 @@ impl Driver for UringDriver {
         timeout: Option<Duration>,
         events: &mut Vec<Event>,
     ) -> io::Result<()> {
-        // Events stashed by a deregistration are ready now: do not block.
-        let timeout = if self.stash.is_empty() {
+        // Events stashed, and completions reaped, while a close waited for the kernel are ready now:
+        // do not block.
+        let timeout = if self.stash.is_empty() && self.completions.is_empty() {
             timeout
         } else {
             Some(Duration::ZERO)

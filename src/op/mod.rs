@@ -168,9 +168,16 @@ pub struct Op<O: Operation> {
 enum State<O: Operation> {
     Start(O),
     Failed(O, io::Error),
-    Waiting { op: O, id: u64, epoch: u32 },
+    Waiting {
+        op: O,
+        id: u64,
+        epoch: u32,
+    },
     /// On the io_uring ring, under `key`; the cell holds the operation and then its output.
-    Ring { cell: Rc<ring::TaskCell<O>>, key: u32 },
+    Ring {
+        cell: Rc<ring::TaskCell<O>>,
+        key: u32,
+    },
     Done,
 }
 
@@ -319,19 +326,20 @@ impl<O: Operation> Op<O> {
         let interest = op.interest();
         let cell = ring::TaskCell::new(op);
         let slot: Rc<dyn ring::TaskSlot> = cell.clone();
-        let (slot, closed) = match self
-            .svc
-            .ring_start(self.token, interest, ring::RingOp::Task(slot))
-        {
-            ring::RingStart::Started(key) => {
-                // Nothing can have finished yet: this only records the waker.
-                let _ = cell.poll_output(cx.waker());
-                self.state = State::Ring { cell, key };
-                return Poll::Pending;
-            }
-            ring::RingStart::Busy(slot) => (slot, false),
-            ring::RingStart::Gone(slot) => (slot, true),
-        };
+        let (slot, closed) =
+            match self
+                .svc
+                .ring_start(self.token, interest, ring::RingOp::Task(slot))
+            {
+                ring::RingStart::Started(key) => {
+                    // Nothing can have finished yet: this only records the waker.
+                    let _ = cell.poll_output(cx.waker());
+                    self.state = State::Ring { cell, key };
+                    return Poll::Pending;
+                }
+                ring::RingStart::Busy(slot) => (slot, false),
+                ring::RingStart::Gone(slot) => (slot, true),
+            };
         drop(slot);
         let Some(op) = cell.take_op() else {
             // Unreachable: only the ring takes the operation out, and it never got it.

@@ -268,7 +268,8 @@ impl LocalHandle {
         };
         // User code may run here (a waker, a socket's open hook): if it panics, the operation is
         // finished all the same and its direction freed, and the panic goes on out of the loop.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.on_cqe(res, self)));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.on_cqe(res, self)));
         let mut finished = match outcome {
             Ok(finished) => finished,
             Err(panic) => {
@@ -385,7 +386,12 @@ impl LocalHandle {
         if !self.inner.ring {
             return;
         }
-        let fd = self.inner.sources.borrow().get(token).and_then(|s| s.fd.raw());
+        let fd = self
+            .inner
+            .sources
+            .borrow()
+            .get(token)
+            .and_then(|s| s.fd.raw());
         self.watch_fd(fd);
     }
 
@@ -406,7 +412,13 @@ impl LocalHandle {
         let sources = self.inner.sources.borrow();
         sources
             .get(token)
-            .map(|s| s.read.inflight().into_iter().chain(s.write.inflight()).collect())
+            .map(|s| {
+                s.read
+                    .inflight()
+                    .into_iter()
+                    .chain(s.write.inflight())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -459,7 +471,8 @@ pub(crate) fn start_callback(
     match svc.ring_start(token, interest, RingOp::Callback(op)) {
         RingStart::Started(_) => {}
         RingStart::Busy(RingOp::Callback(op)) => {
-            if let Err(Waiter::Callback(mut op)) = svc.register(token, interest, Waiter::Callback(op))
+            if let Err(Waiter::Callback(mut op)) =
+                svc.register(token, interest, Waiter::Callback(op))
             {
                 op.cancel(crate::error::closed());
                 svc.push_job(Job::Op(op));

@@ -136,7 +136,7 @@ pub trait Operation: sealed::Sealed + Unpin + Sized + 'static {
     /// The kernel's answer to the request made by [`prepare`](Operation::prepare) (`res`: a count
     /// or a negative errno). `Wait` asks for another request (the rest of a `write_all`).
     #[doc(hidden)]
-    fn complete(self, res: i32, _svc: &LocalHandle) -> Step<Self> {
+    fn complete(self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
         Step::Done(self.fail(io::Error::other(format!(
             "io_uring completion ({res}) for an operation that makes no ring requests"
         ))))
@@ -417,7 +417,7 @@ pub(crate) trait ReadyOp {
     /// The ring request for its next step (see [`Operation::prepare`]).
     fn prepare(&mut self, fd: RawFd) -> Option<RingEntry>;
     /// The kernel's answer; true once finished (the result is stored for `complete`).
-    fn on_cqe(&mut self, res: i32, svc: &LocalHandle) -> bool;
+    fn on_cqe(&mut self, res: i32, cx: &mut Cx<'_>) -> bool;
 }
 
 struct CallbackOp<O: Operation, F> {
@@ -557,9 +557,9 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
         }
     }
 
-    fn on_cqe(&mut self, res: i32, svc: &LocalHandle) -> bool {
+    fn on_cqe(&mut self, res: i32, cx: &mut Cx<'_>) -> bool {
         match std::mem::replace(&mut self.slot, Slot::Empty) {
-            Slot::Pending(op) => match op.complete(res, svc) {
+            Slot::Pending(op) => match op.complete(res, cx) {
                 Step::Done(out) => {
                     self.slot = Slot::Finished(out);
                     true

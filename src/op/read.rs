@@ -6,9 +6,8 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types};
 
-use super::ring::cqe_result;
+use super::ring::{MsgParts, cqe_result};
 use super::{Cx, Interest, Operation, RingEntry, Step, sealed};
-use crate::LocalHandle;
 use crate::buf::IoBufMut;
 
 /// Reads whatever is available, up to the buffer's [`bytes_total`](IoBufMut): `Ok(0)` means end of
@@ -59,7 +58,7 @@ impl<B: IoBufMut> Operation for ReadSome<B> {
         Some(read_entry(fd, &mut self.buf, 0))
     }
 
-    fn complete(mut self, res: i32, _svc: &LocalHandle) -> Step<Self> {
+    fn complete(mut self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
         let out = cqe_result(res).inspect(|&n| {
             // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
             unsafe { self.buf.set_init(n) }
@@ -68,18 +67,14 @@ impl<B: IoBufMut> Operation for ReadSome<B> {
     }
 }
 
-/// A ring request reading into `buf[offset..bytes_total]` (a `read` at the file's position, so that
-/// any readable fd works, sockets and pipes alike).
+/// A ring request receiving into `buf[offset..bytes_total]`. Tried at once when submitted (not
+/// `POLL_FIRST`), so that data already there completes in the same turn of the loop.
 fn read_entry<B: IoBufMut>(fd: RawFd, buf: &mut B, offset: usize) -> RingEntry {
     let total = buf.bytes_total();
     // SAFETY: `offset <= bytes_total`, so the pointer stays within (or one past) the buffer.
     let ptr = unsafe { buf.stable_mut_ptr().add(offset) };
     let len = (total - offset).min(u32::MAX as usize) as u32;
-    RingEntry(
-        opcode::Read::new(types::Fd(fd), ptr, len)
-            .offset(u64::MAX)
-            .build(),
-    )
+    RingEntry(opcode::Recv::new(types::Fd(fd), ptr, len).build())
 }
 
 /// Fills the whole buffer ([`bytes_total`](IoBufMut) bytes); end of stream first is
@@ -138,7 +133,7 @@ impl<B: IoBufMut> Operation for ReadExact<B> {
         Some(read_entry(fd, &mut self.buf, self.filled))
     }
 
-    fn complete(mut self, res: i32, _svc: &LocalHandle) -> Step<Self> {
+    fn complete(mut self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
         let total = self.buf.bytes_total();
         match cqe_result(res) {
             Ok(0) if self.filled < total => {
@@ -171,11 +166,24 @@ impl<B: IoBufMut> Operation for ReadExact<B> {
 #[derive(Debug)]
 pub struct ReadVectored<B> {
     bufs: Vec<B>,
+    /// On io_uring: what the request points the kernel at.
+    msg: Option<Box<MsgParts>>,
 }
 
 impl<B: IoBufMut> ReadVectored<B> {
     pub(crate) fn new(bufs: Vec<B>) -> Self {
-        ReadVectored { bufs }
+        ReadVectored { bufs, msg: None }
+    }
+
+    /// The kernel wrote `n` bytes, filling the buffers in order.
+    fn filled(&mut self, n: usize) {
+        let mut left = n;
+        for b in &mut self.bufs {
+            let here = left.min(b.bytes_total());
+            // SAFETY: the kernel wrote these bytes (the first `n` over the buffers in order).
+            unsafe { b.set_init(here) };
+            left -= here;
+        }
     }
 }
 
@@ -210,13 +218,7 @@ impl<B: IoBufMut> Operation for ReadVectored<B> {
                 )
             };
             if n >= 0 {
-                let mut left = n as usize;
-                for b in &mut self.bufs {
-                    let here = left.min(b.bytes_total());
-                    // SAFETY: the kernel wrote `n` bytes, filling the buffers in order.
-                    unsafe { b.set_init(here) };
-                    left -= here;
-                }
+                self.filled(n as usize);
                 if (n as usize) < total {
                     cx.mark_drained();
                 }
@@ -233,6 +235,29 @@ impl<B: IoBufMut> Operation for ReadVectored<B> {
 
     fn fail(self, err: io::Error) -> Self::Output {
         (Err(err), self.bufs)
+    }
+
+    const RING: bool = true;
+
+    fn prepare(&mut self, fd: RawFd) -> Option<RingEntry> {
+        let iov = self
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.stable_mut_ptr().cast(),
+                iov_len: b.bytes_total(),
+            })
+            .collect();
+        let msg = self.msg.insert(MsgParts::new(iov));
+        Some(RingEntry(
+            opcode::RecvMsg::new(types::Fd(fd), msg.header()).build(),
+        ))
+    }
+
+    fn complete(mut self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
+        self.msg = None;
+        let out = cqe_result(res).inspect(|&n| self.filled(n));
+        Step::Done((out, self.bufs))
     }
 }
 

@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::task::Waker;
 
-use super::{Interest, Operation, ReadyOp, Step};
+use super::{Cx, Interest, Operation, ReadyOp, Step};
 use crate::LocalHandle;
 use crate::driver::Token;
 use crate::driver::uring::RingEntry;
@@ -51,10 +51,10 @@ impl RingOp {
         }
     }
 
-    fn on_cqe(&mut self, res: i32, svc: &LocalHandle) -> bool {
+    fn on_cqe(&mut self, res: i32, cx: &mut Cx<'_>) -> bool {
         match self {
-            RingOp::Callback(op) => op.on_cqe(res, svc),
-            RingOp::Task(cell) => cell.on_cqe(res, svc),
+            RingOp::Callback(op) => op.on_cqe(res, cx),
+            RingOp::Task(cell) => cell.on_cqe(res, cx),
             RingOp::Empty => true,
         }
     }
@@ -72,7 +72,7 @@ impl RingOp {
 pub(crate) trait TaskSlot {
     fn prepare(&self, fd: RawFd) -> Option<RingEntry>;
     /// The kernel's answer; true once the operation is finished (its output stored, its task woken).
-    fn on_cqe(&self, res: i32, svc: &LocalHandle) -> bool;
+    fn on_cqe(&self, res: i32, cx: &mut Cx<'_>) -> bool;
     /// Finishes the operation with `err` without a (further) request.
     fn cancel(&self, err: io::Error);
 }
@@ -144,11 +144,11 @@ impl<O: Operation> TaskSlot for TaskCell<O> {
         self.state.borrow_mut().op.as_mut()?.prepare(fd)
     }
 
-    fn on_cqe(&self, res: i32, svc: &LocalHandle) -> bool {
+    fn on_cqe(&self, res: i32, cx: &mut Cx<'_>) -> bool {
         let Some(op) = self.state.borrow_mut().op.take() else {
             return true;
         };
-        match op.complete(res, svc) {
+        match op.complete(res, cx) {
             Step::Done(out) => {
                 self.finish(out);
                 true
@@ -268,8 +268,19 @@ impl LocalHandle {
         };
         // User code may run here (a waker, a socket's open hook): if it panics, the operation is
         // finished all the same and its direction freed, and the panic goes on out of the loop.
+        let mut cx = Cx {
+            fd: None,
+            svc: self,
+            token,
+            drained: false,
+            retry_after: None,
+        };
         let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.on_cqe(res, self)));
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.on_cqe(res, &mut cx)));
+        if let Some(delay) = cx.retry_after {
+            // Out of fds (an accept): the direction's next request waits for the back-off.
+            self.wake_after(token, interest, delay);
+        }
         let mut finished = match outcome {
             Ok(finished) => finished,
             Err(panic) => {
@@ -454,10 +465,17 @@ impl LocalHandle {
 pub(crate) fn cqe_result(res: i32) -> io::Result<usize> {
     if res >= 0 {
         Ok(res as usize)
-    } else if res == -libc::ECANCELED {
-        Err(crate::error::cancelled())
     } else {
-        Err(io::Error::from_raw_os_error(-res))
+        Err(cqe_error(res))
+    }
+}
+
+/// The error of a failed request's CQE result (a negative errno).
+pub(crate) fn cqe_error(res: i32) -> io::Error {
+    if res == -libc::ECANCELED {
+        crate::error::cancelled()
+    } else {
+        io::Error::from_raw_os_error(-res)
     }
 }
 
@@ -489,5 +507,35 @@ pub(crate) fn start_callback(
                 svc.push_job(Job::Op(op));
             }
         }
+    }
+}
+
+/// The iovecs and message header of a vectored ring request (`SENDMSG`, `RECVMSG`), boxed in the
+/// operation so that what the kernel was pointed at stays put while the request is in flight.
+pub(crate) struct MsgParts {
+    iov: Vec<libc::iovec>,
+    hdr: libc::msghdr,
+}
+
+impl MsgParts {
+    pub(crate) fn new(iov: Vec<libc::iovec>) -> Box<MsgParts> {
+        // SAFETY: an all-zero msghdr is valid: null pointers with zero lengths, no flags.
+        let hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        let mut parts = Box::new(MsgParts { iov, hdr });
+        parts.hdr.msg_iov = parts.iov.as_mut_ptr();
+        parts.hdr.msg_iovlen = parts.iov.len() as _;
+        parts
+    }
+
+    pub(crate) fn header(&mut self) -> *mut libc::msghdr {
+        &mut self.hdr
+    }
+}
+
+impl std::fmt::Debug for MsgParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MsgParts")
+            .field("iovecs", &self.iov.len())
+            .finish()
     }
 }

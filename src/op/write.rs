@@ -11,9 +11,8 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types};
 
-use super::ring::cqe_result;
+use super::ring::{MsgParts, cqe_result};
 use super::{Cx, Interest, Operation, RingEntry, Step, sealed};
-use crate::LocalHandle;
 use crate::buf::IoBuf;
 
 /// Writes what the socket takes now, at least one byte (unless the buffer is empty). Made by
@@ -62,7 +61,7 @@ impl<B: IoBuf> Operation for WriteSome<B> {
         Some(send_entry(fd, &self.buf, 0))
     }
 
-    fn complete(self, res: i32, _svc: &LocalHandle) -> Step<Self> {
+    fn complete(self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
         Step::Done((cqe_result(res), self.buf))
     }
 }
@@ -130,7 +129,7 @@ impl<B: IoBuf> Operation for WriteAll<B> {
         Some(send_entry(fd, &self.buf, self.written))
     }
 
-    fn complete(mut self, res: i32, _svc: &LocalHandle) -> Step<Self> {
+    fn complete(mut self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
         let len = self.buf.bytes_init();
         match cqe_result(res) {
             Ok(0) if self.written < len => {
@@ -158,11 +157,13 @@ impl<B: IoBuf> Operation for WriteAll<B> {
 #[derive(Debug)]
 pub struct WriteVectored<B> {
     bufs: Vec<B>,
+    /// On io_uring: what the request points the kernel at.
+    msg: Option<Box<MsgParts>>,
 }
 
 impl<B: IoBuf> WriteVectored<B> {
     pub(crate) fn new(bufs: Vec<B>) -> Self {
-        WriteVectored { bufs }
+        WriteVectored { bufs, msg: None }
     }
 }
 
@@ -208,6 +209,29 @@ impl<B: IoBuf> Operation for WriteVectored<B> {
 
     fn fail(self, err: io::Error) -> Self::Output {
         (Err(err), self.bufs)
+    }
+
+    const RING: bool = true;
+
+    fn prepare(&mut self, fd: RawFd) -> Option<RingEntry> {
+        let iov = self
+            .bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_slice().as_ptr().cast_mut().cast(),
+                iov_len: b.as_slice().len(),
+            })
+            .collect();
+        let msg = self.msg.insert(MsgParts::new(iov));
+        Some(RingEntry(
+            opcode::SendMsg::new(types::Fd(fd), msg.header())
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build(),
+        ))
+    }
+
+    fn complete(self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
+        Step::Done((cqe_result(res), self.bufs))
     }
 }
 

@@ -1,14 +1,15 @@
 //! The io_uring backend: operations submitted to the ring, readiness through multishot `POLL_ADD`.
 //!
-//! Reads, writes, accepts and connects are requests on the ring (`RECV`, `SEND`, `ACCEPT`...): the
-//! loop queues one per operation step, tagged [`RING_OP`] with the operation's key, and hands the
-//! kernel's answers back through [`UringDriver::pop_completion`]. Every request queued during a turn
-//! of the loop goes to the kernel in the same `io_uring_enter` that waits for completions, so a turn
-//! costs one syscall however many operations it started or finished.
+//! Reads and writes, vectored or not, are requests on the ring (`RECV`, `SEND`, `RECVMSG`,
+//! `SENDMSG`): the loop queues one per operation step, tagged [`RING_OP`] with the operation's key,
+//! and hands the kernel's answers back through [`UringDriver::pop_completion`]. Every request queued
+//! during a turn of the loop goes to the kernel in the same `io_uring_enter` that waits for
+//! completions, so a turn costs one syscall however many operations it started or finished.
 //!
-//! Operations that wait for readiness (an `IoDevice`'s `readable()`, fd passing) use one multishot
-//! poll request per fd (the twin of an edge-triggered epoll registration), armed the first time
-//! something waits on the fd and removed with `POLL_REMOVE` when it is closed.
+//! Operations that wait for readiness (accepts, connects, datagrams, fd passing, an `IoDevice`'s
+//! `readable()`) use one multishot poll request per fd (the twin of an edge-triggered epoll
+//! registration), armed the first time something waits on the fd and removed with `POLL_REMOVE` when
+//! it is closed.
 //!
 //! The kernel must allow io_uring (Linux 5.13 or later for multishot poll, not disabled by
 //! `kernel.io_uring_disabled` or a seccomp filter): otherwise creating the loop fails with a clear

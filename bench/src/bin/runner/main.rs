@@ -49,8 +49,8 @@ pub struct Cli {
     /// Seconds of warm-up before each measured phase.
     #[arg(long)]
     pub warmup: Option<f64>,
-    /// Only these servers (comma-separated keys: c, aio, aio-async, tokio, asio, libuv; also
-    /// aio-uring, the callback server on aio's io_uring backend, run only when named).
+    /// Only these servers (comma-separated keys: c, aio, aio-async, tokio, asio, libuv, aio-uring:
+    /// the callback server on aio's io_uring backend).
     #[arg(long, value_delimiter = ',')]
     pub servers: Option<Vec<String>>,
     /// Only these scenarios (pingpong, inflight, conns1000, large, unix, idle).
@@ -135,13 +135,13 @@ pub const SERVERS: [ServerDef; 7] = [
     ),
     server("asio", "Boost.Asio", "bench/target/servers/asio_echo"),
     server("libuv", "libuv", "bench/target/servers/uv_echo"),
-    // Only with `--servers ...,aio-uring`: the callback server on aio's io_uring backend.
+    // The callback server on aio's io_uring backend.
     ServerDef {
         key: "aio-uring",
         label: "aio callbacks, io_uring",
         path: "bench/target/release/aio_echo",
         env: &[("AIO_BACKEND", "uring")],
-        default: false,
+        default: true,
     },
 ];
 

@@ -240,6 +240,42 @@ fn targets(results: &Results) -> Vec<Target> {
             met: r.map(|r| r >= 1.0),
         });
     }
+    let sys = syscalls_median(results, "aio-uring");
+    t.push(Target {
+        what: "aio on io_uring: syscalls per echoed message (64 x 64 B ping-pong)",
+        goal: "< 1.0".into(),
+        measured: sys,
+        shown: opt(sys, |v| format!("{v:.3}")),
+        met: sys.map(|v| v < 1.0),
+    });
+    for (scenario, what) in [
+        (
+            "pingpong",
+            "aio on io_uring: server CPU per message vs C (64 x 64 B ping-pong)",
+        ),
+        (
+            "conns1000",
+            "aio on io_uring: server CPU per message vs C (1,000 conns ping-pong)",
+        ),
+    ] {
+        let cpu = |k: &str| med(results, scenario, k, |s| s.cpu_us_per_msg);
+        let r = match (cpu("aio-uring"), cpu("c")) {
+            (Some(a), Some(c)) if c > 0.0 => Some(a / c),
+            _ => None,
+        };
+        t.push(Target {
+            what,
+            goal: "≤ 0.80x".into(),
+            measured: r,
+            shown: match (r, cpu("aio-uring")) {
+                (Some(r), Some(a)) => {
+                    format!("{r:.3}x ({a:.2} µs vs {:.2} µs)", cpu("c").unwrap_or(0.0))
+                }
+                _ => "–".into(),
+            },
+            met: r.map(|r| r <= 0.80),
+        });
+    }
     for key in ["aio", "aio-async"] {
         let (a, tk) = (idle_median(results, key), idle_median(results, "tokio"));
         t.push(Target {

@@ -516,10 +516,13 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
     }
 }
 
-impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> {
-    fn retry(&mut self, svc: &LocalHandle, fd: Option<RawFd>) -> bool {
+impl<O: Operation, F> CallbackOp<O, F> {
+    /// One step of a pending operation (a try, or the kernel's answer); true once it is finished
+    /// (or was already), its result stored for `complete`.
+    #[inline]
+    fn advance(&mut self, step: impl FnOnce(O) -> Step<O>) -> bool {
         match std::mem::replace(&mut self.slot, Slot::Empty) {
-            Slot::Pending(op) => match svc.try_on(self.token, fd, op) {
+            Slot::Pending(op) => match step(op) {
                 Step::Done(out) => {
                     self.slot = Slot::Finished(out);
                     true
@@ -534,6 +537,13 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
                 true
             }
         }
+    }
+}
+
+impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> {
+    fn retry(&mut self, svc: &LocalHandle, fd: Option<RawFd>) -> bool {
+        let token = self.token;
+        self.advance(|op| svc.try_on(token, fd, op))
     }
 
     fn queued_before(&self) -> u64 {
@@ -558,22 +568,7 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
     }
 
     fn on_cqe(&mut self, res: i32, cx: &mut Cx<'_>) -> bool {
-        match std::mem::replace(&mut self.slot, Slot::Empty) {
-            Slot::Pending(op) => match op.complete(res, cx) {
-                Step::Done(out) => {
-                    self.slot = Slot::Finished(out);
-                    true
-                }
-                Step::Wait(op) => {
-                    self.slot = Slot::Pending(op);
-                    false
-                }
-            },
-            other => {
-                self.slot = other;
-                true
-            }
-        }
+        self.advance(|op| op.complete(res, cx))
     }
 
     fn complete(self: Box<Self>, svc: &LocalHandle) {

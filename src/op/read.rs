@@ -175,6 +175,17 @@ impl<B: IoBufMut> ReadVectored<B> {
         ReadVectored { bufs, msg: None }
     }
 
+    /// One iovec per buffer, over its whole capacity.
+    fn iovecs(&mut self) -> Vec<libc::iovec> {
+        self.bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.stable_mut_ptr().cast(),
+                iov_len: b.bytes_total(),
+            })
+            .collect()
+    }
+
     /// The kernel wrote `n` bytes, filling the buffers in order.
     fn filled(&mut self, n: usize) {
         let mut left = n;
@@ -197,14 +208,7 @@ impl<B: IoBufMut> Operation for ReadVectored<B> {
     }
 
     fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
-        let iovecs: Vec<libc::iovec> = self
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.stable_mut_ptr().cast(),
-                iov_len: b.bytes_total(),
-            })
-            .collect();
+        let iovecs = self.iovecs();
         let total: usize = iovecs.iter().map(|v| v.iov_len).sum();
         let count = iovecs.len().min(libc::c_int::MAX as usize) as libc::c_int;
         loop {
@@ -240,14 +244,7 @@ impl<B: IoBufMut> Operation for ReadVectored<B> {
     const RING: bool = true;
 
     fn prepare(&mut self, fd: RawFd) -> Option<RingEntry> {
-        let iov = self
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.stable_mut_ptr().cast(),
-                iov_len: b.bytes_total(),
-            })
-            .collect();
+        let iov = self.iovecs();
         let msg = self.msg.insert(MsgParts::new(iov));
         Some(RingEntry(
             opcode::RecvMsg::new(types::Fd(fd), msg.header()).build(),

@@ -103,8 +103,14 @@ pub fn backend(name: &str) -> Option<Backend> {
 pub fn run_on(name: &str, test: &str, body: fn(&IoService)) {
     let backend = backend(name)
         .unwrap_or_else(|| panic!("{test}: backend {name:?} is not in aio::Backend::all()"));
-    let _guard = Watchdog::new(test);
+    run_within(backend, test, WATCHDOG, body);
+}
+
+/// Runs `body` on a fresh loop of `backend` under a watchdog of `limit` (see [`Watchdog::within`]).
+pub fn run_within(backend: aio::Backend, test: &str, limit: Duration, body: fn(&IoService)) {
+    let _guard = Watchdog::within(test, limit);
     set_current_test(test);
+    let name = backend.name();
     let svc = IoService::builder()
         .backend(backend)
         .build()
@@ -128,11 +134,16 @@ pub struct Watchdog {
 
 impl Watchdog {
     pub fn new(test: &str) -> Watchdog {
+        Watchdog::within(test, WATCHDOG)
+    }
+
+    /// The same with a limit of `limit`.
+    pub fn within(test: &str, limit: Duration) -> Watchdog {
         // A child process (see `in_child`) gives up first, so that its parent can report it.
         let limit = if std::env::var_os(CHILD_ENV).is_some() {
-            WATCHDOG - Duration::from_secs(5)
+            limit.saturating_sub(Duration::from_secs(5))
         } else {
-            WATCHDOG
+            limit
         };
         let (tx, rx) = mpsc::channel::<()>();
         let test = test.to_owned();

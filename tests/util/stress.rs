@@ -44,9 +44,6 @@ macro_rules! stress_test {
     };
 }
 
-/// Set by `util::in_child` in the child process it starts (the same name as there).
-const CHILD_ENV: &str = "AIO_TEST_CHILD";
-
 /// Runs `body` on a fresh loop of backend `name` under a watchdog of `secs` seconds (5 fewer in an
 /// `in_child` child, so that its parent can report it).
 pub fn run_on(name: &str, test: &str, secs: u64, body: fn(&IoService)) {
@@ -54,35 +51,7 @@ pub fn run_on(name: &str, test: &str, secs: u64, body: fn(&IoService)) {
         eprintln!("skipped {test}: this build has no {name} backend");
         return;
     };
-    let mut limit = Duration::from_secs(secs);
-    if std::env::var_os(CHILD_ENV).is_some() {
-        limit = limit.saturating_sub(Duration::from_secs(5));
-    }
-    let _guard = watchdog(test, limit);
-    crate::util::set_current_test(test);
-    let svc = IoService::builder()
-        .backend(backend)
-        .build()
-        .unwrap_or_else(|e| panic!("building an IoService on {name}: {e}"));
-    body(&svc);
-}
-
-/// Aborts the process (after naming the test) unless the returned sender is dropped within `limit`.
-pub fn watchdog(test: &str, limit: Duration) -> std::sync::mpsc::Sender<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let test = test.to_owned();
-    std::thread::Builder::new()
-        .name(format!("watchdog {test}"))
-        .spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
-                let msg =
-                    format!("\nwatchdog: test {test} still running after {limit:?}; aborting\n");
-                let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
-                std::process::abort();
-            }
-        })
-        .expect("spawning the watchdog thread");
-    tx
+    crate::util::run_within(backend, test, Duration::from_secs(secs), body);
 }
 
 /// How many fds this process has open (`/proc/self/fd`, not counting the directory being read).

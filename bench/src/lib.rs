@@ -10,6 +10,8 @@
 use std::ffi::OsString;
 use std::process::exit;
 
+use aio::{Acceptor, Endpoint, IoDevice, IoService};
+
 /// The parsed command line of an echo server.
 pub struct ServerArgs {
     /// `IP:PORT`, `[IPv6]:PORT` or `unix:PATH`.
@@ -49,4 +51,30 @@ fn parse(args: impl Iterator<Item = OsString>) -> Result<ServerArgs, String> {
         endpoint: endpoint.unwrap_or_else(|| "127.0.0.1:8080".into()),
         buffer,
     })
+}
+
+/// The aio servers' start: the loop (backend from `AIO_BACKEND`), the listening acceptor announced
+/// on stdout, and a stop when stdin reaches EOF (the runner gives a pipe; epoll refuses /dev/null:
+/// SIGTERM then). Exits with status 2 on a bad endpoint.
+pub fn aio_server(program: &str, endpoint: &str) -> (IoService, Acceptor) {
+    let endpoint: Endpoint = endpoint.parse().unwrap_or_else(|e| {
+        eprintln!("{program}: {e}");
+        exit(2)
+    });
+    let svc = IoService::from_env().expect("event loop");
+    let acceptor = Acceptor::bind(&svc, &endpoint).expect("listen");
+    println!(
+        "listening on {} ({})",
+        acceptor.local_endpoint().expect("local endpoint"),
+        svc.backend_name()
+    );
+    // SAFETY: fd 0 stays open for the whole process; the device goes away with the loop.
+    if let Ok(stdin) = unsafe { IoDevice::attach(&svc, 0) } {
+        let stopper = svc.local();
+        stdin.readable().background().then(move |_| {
+            drop(stdin);
+            stopper.stop();
+        });
+    }
+    (svc, acceptor)
 }

@@ -2,10 +2,9 @@
 //! (booster's tutorial: self-owning sessions, read_some then write_all), plus `TCP_NODELAY` on
 //! accepted sockets and the benchmark's uniform command line (see the crate docs).
 
-use std::process::exit;
 use std::rc::Rc;
 
-use aio::{Acceptor, Endpoint, IoBuf, IoDevice, IoService, StreamSocket};
+use aio::{Acceptor, IoBuf, StreamSocket};
 
 /// Reads, writes back what was read, reads again. Each handler owns the session's `Rc`, so the
 /// session lives exactly while an operation is pending.
@@ -42,26 +41,7 @@ fn accept(acceptor: Rc<Acceptor>, buffer: usize) {
 
 fn main() {
     let args = aio_bench::server_args("aio_echo");
-    let endpoint: Endpoint = args.endpoint.parse().unwrap_or_else(|e| {
-        eprintln!("aio_echo: {e}");
-        exit(2)
-    });
-    let svc = IoService::from_env().expect("event loop");
-    let acceptor = Acceptor::bind(&svc, &endpoint).expect("listen");
-    println!(
-        "listening on {} ({})",
-        acceptor.local_endpoint().expect("local endpoint"),
-        svc.backend_name()
-    );
-    // stdin at EOF stops the loop (the runner gives a pipe; epoll refuses /dev/null: SIGTERM then).
-    // SAFETY: fd 0 stays open for the whole process; the device goes away with the loop.
-    if let Ok(stdin) = unsafe { IoDevice::attach(&svc, 0) } {
-        let stopper = svc.local();
-        stdin.readable().background().then(move |_| {
-            drop(stdin);
-            stopper.stop();
-        });
-    }
+    let (svc, acceptor) = aio_bench::aio_server("aio_echo", &args.endpoint);
     let acceptor = Rc::new(acceptor);
     accept(acceptor.clone(), args.buffer);
     svc.run().expect("event loop");

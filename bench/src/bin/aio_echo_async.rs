@@ -3,10 +3,9 @@
 //! uniform command line (see the crate docs).
 
 use std::io;
-use std::process::exit;
 use std::rc::Rc;
 
-use aio::{Acceptor, Endpoint, IoBuf, IoDevice, IoService, LocalHandle, StreamSocket};
+use aio::{Acceptor, IoBuf, LocalHandle, StreamSocket};
 
 async fn accept_loop(svc: LocalHandle, acceptor: Rc<Acceptor>, buffer: usize) {
     loop {
@@ -37,25 +36,8 @@ async fn echo(socket: StreamSocket, buffer: usize) -> io::Result<()> {
 
 fn main() {
     let args = aio_bench::server_args("aio_echo_async");
-    let endpoint: Endpoint = args.endpoint.parse().unwrap_or_else(|e| {
-        eprintln!("aio_echo_async: {e}");
-        exit(2)
-    });
-    let svc = IoService::from_env().expect("event loop");
-    let acceptor = Rc::new(Acceptor::bind(&svc, &endpoint).expect("listen"));
-    println!(
-        "listening on {} ({})",
-        acceptor.local_endpoint().expect("local endpoint"),
-        svc.backend_name()
-    );
-    // SAFETY: fd 0 stays open for the whole process; the device goes away with the loop.
-    if let Ok(stdin) = unsafe { IoDevice::attach(&svc, 0) } {
-        let stopper = svc.local();
-        stdin.readable().background().then(move |_| {
-            drop(stdin);
-            stopper.stop();
-        });
-    }
+    let (svc, acceptor) = aio_bench::aio_server("aio_echo_async", &args.endpoint);
+    let acceptor = Rc::new(acceptor);
     svc.spawn(accept_loop(svc.local(), acceptor.clone(), args.buffer));
     svc.run().expect("event loop");
     acceptor.close();

@@ -10,13 +10,14 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::report::{idle_median, med, syscalls_median};
 use crate::{Results, Settings};
 
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 7] = [
     RGBColor(90, 90, 90),    // C
     RGBColor(214, 39, 40),   // aio callbacks
     RGBColor(255, 127, 14),  // aio async
     RGBColor(31, 119, 180),  // tokio
     RGBColor(44, 160, 44),   // Asio
     RGBColor(148, 103, 189), // libuv
+    RGBColor(140, 86, 75),   // aio callbacks on io_uring
 ];
 
 fn short(key: &str) -> &str {
@@ -27,15 +28,24 @@ fn short(key: &str) -> &str {
         "tokio" => "tokio",
         "asio" => "Asio",
         "libuv" => "libuv",
+        "aio-uring" => "aio uring",
         other => other,
     }
 }
 
 fn color(key: &str) -> RGBColor {
-    let i = ["c", "aio", "aio-async", "tokio", "asio", "libuv"]
-        .iter()
-        .position(|k| *k == key)
-        .unwrap_or(0);
+    let i = [
+        "c",
+        "aio",
+        "aio-async",
+        "tokio",
+        "asio",
+        "libuv",
+        "aio-uring",
+    ]
+    .iter()
+    .position(|k| *k == key)
+    .unwrap_or(0);
     COLORS[i]
 }
 
@@ -67,6 +77,33 @@ fn category_labels(
     Ok(())
 }
 
+/// A panel's axes: one category per label along x (labelled under it), 0 to `top` along y.
+fn axes<'a, 'b>(
+    area: &'a Area<'b>,
+    title: &str,
+    labels: &[String],
+    top: f64,
+    fmt: &dyn Fn(f64) -> String,
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(28)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..labels.len().max(1) as f64, 0f64..top)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_label_style(("sans-serif", 12))
+        .y_label_formatter(&|v| fmt(*v))
+        .draw()
+        .map_err(err)?;
+    category_labels(area, &chart, labels)?;
+    Ok(chart)
+}
+
 /// A panel with nothing to show.
 fn empty(area: &Area, title: &str) -> Result<(), String> {
     area.titled(title, ("sans-serif", 17))
@@ -87,29 +124,13 @@ fn bars(
     values: &[Option<f64>],
     fmt: &dyn Fn(f64) -> String,
 ) -> Result<(), String> {
-    let n = keys.len().max(1);
     let max = values.iter().flatten().cloned().fold(0.0, f64::max);
     if max <= 0.0 {
         return empty(area, title);
     }
     let top = max * 1.2;
     let labels: Vec<String> = keys.iter().map(|k| short(k).to_string()).collect();
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 17))
-        .margin(12)
-        .x_label_area_size(28)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0f64..n as f64, 0f64..top)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_label_style(("sans-serif", 12))
-        .y_label_formatter(&|v| fmt(*v))
-        .draw()
-        .map_err(err)?;
-    category_labels(area, &chart, &labels)?;
+    let mut chart = axes(area, title, &labels, top, fmt)?;
     for (i, (key, v)) in keys.iter().zip(values).enumerate() {
         let Some(v) = *v else { continue };
         let x = i as f64;
@@ -176,22 +197,13 @@ fn grouped(
         })
         .map(str::to_string)
         .collect();
-    let mut chart = ChartBuilder::on(area)
-        .caption("Messages/s relative to C (median)", ("sans-serif", 17))
-        .margin(12)
-        .x_label_area_size(28)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0f64..n as f64, 0f64..top)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_label_style(("sans-serif", 12))
-        .y_label_formatter(&|v| format!("{v:.1}"))
-        .draw()
-        .map_err(err)?;
-    category_labels(area, &chart, &labels)?;
+    let mut chart = axes(
+        area,
+        "Messages/s relative to C (median)",
+        &labels,
+        top,
+        &|v| format!("{v:.1}"),
+    )?;
     let width = 0.84 / keys.len().max(1) as f64;
     for (j, key) in keys.iter().enumerate() {
         let rects: Vec<_> = scenarios

@@ -2,8 +2,8 @@
 # The echo benchmark in one command: builds everything (bench/build.sh), runs every server under the
 # same load, and rewrites BENCHMARKS.md and bench/benchmarks.svg at the repository root.
 #
-#   bench/run.sh              # the full run: 3 rounds, about 10-12 minutes on 2 cores
-#   bench/run.sh --quick      # 2 short rounds, smaller counts: about 4 minutes
+#   bench/run.sh              # the full run: 3 rounds, about 14 minutes on 2 cores
+#   bench/run.sh --quick      # 2 short rounds, smaller counts: about 5 minutes
 #   bench/run.sh --servers c,aio --scenarios pingpong    # any runner option; see --help
 #   bench/target/release/runner --help
 #

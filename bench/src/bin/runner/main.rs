@@ -37,7 +37,7 @@ use procs::{Load, Result, Server, cpu_seconds, on_path, output_of, rss_kib, run_
 #[derive(Parser, Debug)]
 #[command(about = "Runs the echo benchmarks and writes BENCHMARKS.md and the chart")]
 pub struct Cli {
-    /// Shorter runs and smaller counts: a few minutes instead of about twelve.
+    /// Shorter runs and smaller counts: a few minutes instead of about fourteen.
     #[arg(long)]
     pub quick: bool,
     /// Rounds of the throughput scenarios (servers alternate within each round); at least 2.

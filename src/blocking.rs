@@ -14,11 +14,12 @@ use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use crate::LocalHandle;
 use crate::driver::Token;
-use crate::op::{Cx, Interest, Op, Operation, Step, sealed};
+use crate::op::{Cx, Interest, Op, Operation, sealed};
 use crate::service::shared::Shared;
 use crate::service::source::FdSlot;
 
@@ -123,12 +124,13 @@ impl<T> sealed::Sealed for Completion<T> {}
 
 impl<T: 'static> Operation for Completion<T> {
     type Output = io::Result<T>;
+    type Value = T;
 
     fn interest(&self) -> Interest {
         Interest::Read
     }
 
-    fn attempt(self, _cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let value = self
             .cell
             .value
@@ -136,13 +138,13 @@ impl<T: 'static> Operation for Completion<T> {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         match value {
-            Some(result) => Step::Done(result),
-            None => Step::Wait(self),
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        Err(err)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        res
     }
 }
 

@@ -14,13 +14,14 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
+use std::task::Poll;
 
 use signal_hook::iterator::backend::{Handle as HookHandle, SignalDelivery};
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
 use crate::LocalHandle;
 use crate::driver::Token;
-use crate::op::{Cx, Interest, Op, Operation, Step, sealed};
+use crate::op::{Cx, Interest, Op, Operation, sealed};
 use crate::service::source::FdSlot;
 
 pub use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
@@ -156,12 +157,13 @@ impl sealed::Sealed for SignalWait {}
 
 impl Operation for SignalWait {
     type Output = io::Result<i32>;
+    type Value = i32;
 
     fn interest(&self) -> Interest {
         Interest::Read
     }
 
-    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let signal = {
             let mut state = self.state.borrow_mut();
             if state.pending.is_empty() {
@@ -171,16 +173,16 @@ impl Operation for SignalWait {
             state.pending.pop_front()
         };
         match signal {
-            Some(signal) => Step::Done(Ok(signal)),
+            Some(signal) => Poll::Ready(Ok(signal)),
             None => {
                 // The socket was drained: wait for the next byte.
                 cx.mark_drained();
-                Step::Wait(self)
+                Poll::Pending
             }
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        Err(err)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        res
     }
 }

@@ -8,9 +8,10 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::task::Poll;
 use std::time::Duration;
 
-use super::{Cx, Interest, Operation, Step, sealed};
+use super::{Cx, Interest, Operation, sealed};
 use crate::net::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
 use crate::net::stream::StreamSocket;
@@ -36,12 +37,13 @@ impl sealed::Sealed for Accept {}
 
 impl Operation for Accept {
     type Output = io::Result<(StreamSocket, Endpoint)>;
+    type Value = (StreamSocket, Endpoint);
 
     fn interest(&self) -> Interest {
         Interest::Read
     }
 
-    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let fd = cx.fd();
         let listener = socket2::SockRef::from(&fd);
         loop {
@@ -60,22 +62,22 @@ impl Operation for Accept {
                         &self.hooks,
                     )
                     .map(|s| (s, peer));
-                    return Step::Done(result);
+                    return Poll::Ready(result);
                 }
                 Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Step::Wait(self),
+                    Some(libc::EAGAIN) => return Poll::Pending,
                     Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO) => continue,
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                         cx.retry_after(EXHAUSTED_BACKOFF);
-                        return Step::Done(Err(e));
+                        return Poll::Ready(Err(e));
                     }
-                    _ => return Step::Done(Err(e)),
+                    _ => return Poll::Ready(Err(e)),
                 },
             }
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        Err(err)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        res
     }
 }

@@ -2,8 +2,9 @@
 //! `SO_ERROR`.
 
 use std::io;
+use std::task::Poll;
 
-use super::{Cx, Interest, Operation, Step, sealed};
+use super::{Cx, Interest, Operation, sealed};
 use crate::net::endpoint::Endpoint;
 use crate::net::stream::StreamSocket;
 
@@ -74,6 +75,7 @@ impl sealed::Sealed for Connect {}
 
 impl Operation for Connect {
     type Output = io::Result<()>;
+    type Value = ();
 
     fn interest(&self) -> Interest {
         Interest::Write
@@ -84,16 +86,16 @@ impl Operation for Connect {
         self.started
     }
 
-    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         match self.step(cx) {
-            Ok(true) => Step::Done(Ok(())),
-            Ok(false) => Step::Wait(self),
-            Err(e) => Step::Done(Err(self.context(e))),
+            Ok(true) => Poll::Ready(Ok(())),
+            Ok(false) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(self.context(e))),
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        Err(err)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        res
     }
 }
 
@@ -115,6 +117,7 @@ impl sealed::Sealed for Dial {}
 
 impl Operation for Dial {
     type Output = io::Result<StreamSocket>;
+    type Value = ();
 
     fn interest(&self) -> Interest {
         Interest::Write
@@ -124,16 +127,11 @@ impl Operation for Dial {
         self.connect.needs_ready()
     }
 
-    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
-        let Dial { socket, connect } = self;
-        match connect.attempt(cx) {
-            Step::Done(Ok(())) => Step::Done(Ok(socket)),
-            Step::Done(Err(e)) => Step::Done(Err(e)),
-            Step::Wait(connect) => Step::Wait(Dial { socket, connect }),
-        }
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<()>> {
+        self.connect.attempt(cx)
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        Err(err)
+    fn finish(self, res: io::Result<()>) -> Self::Output {
+        res.map(|()| self.socket)
     }
 }

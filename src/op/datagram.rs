@@ -16,11 +16,12 @@
 //! of spinning.
 
 use std::io;
+use std::task::Poll;
 use std::time::Duration;
 
 use socket2::{MaybeUninitSlice, SockAddr, SockRef};
 
-use super::{Cx, Interest, Operation, Step, sealed};
+use super::{Cx, Interest, Operation, sealed};
 use crate::Backend;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::net::endpoint::Endpoint;
@@ -81,12 +82,13 @@ impl<B> sealed::Sealed for SendDatagram<B> {}
 
 impl<B: IoBuf> Operation for SendDatagram<B> {
     type Output = (io::Result<usize>, B);
+    type Value = usize;
 
     fn interest(&self) -> Interest {
         Interest::Write
     }
 
-    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let fd = cx.fd();
         let socket = SockRef::from(&fd);
         loop {
@@ -96,7 +98,7 @@ impl<B: IoBuf> Operation for SendDatagram<B> {
                 None => socket.send_with_flags(data, libc::MSG_NOSIGNAL),
             };
             return match sent {
-                Ok(n) => Step::Done((Ok(n), self.buf)),
+                Ok(n) => Poll::Ready(Ok(n)),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
                     Some(libc::EAGAIN) => {
@@ -106,20 +108,20 @@ impl<B: IoBuf> Operation for SendDatagram<B> {
                             // poll(2) says writable all along: wait a little instead of spinning.
                             cx.retry_after(UNIX_QUEUE_FULL_RETRY);
                         }
-                        Step::Wait(self)
+                        Poll::Pending
                     }
                     Some(libc::EMSGSIZE) => {
                         let err = self.too_large(e);
-                        Step::Done((Err(err), self.buf))
+                        Poll::Ready(Err(err))
                     }
-                    _ => Step::Done((Err(e), self.buf)),
+                    _ => Poll::Ready(Err(e)),
                 },
             };
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        (Err(err), self.buf)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        (res, self.buf)
     }
 }
 
@@ -141,12 +143,13 @@ impl<B> sealed::Sealed for RecvDatagram<B> {}
 
 impl<B: IoBufMut> Operation for RecvDatagram<B> {
     type Output = (io::Result<RecvMeta>, B);
+    type Value = RecvMeta;
 
     fn interest(&self) -> Interest {
         Interest::Read
     }
 
-    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let fd = cx.fd();
         let socket = SockRef::from(&fd);
         let total = self.buf.bytes_total();
@@ -165,19 +168,19 @@ impl<B: IoBufMut> Operation for RecvDatagram<B> {
                         truncated: flags.is_truncated() || full > total,
                         from,
                     };
-                    return Step::Done((Ok(meta), self.buf));
+                    return Poll::Ready(Ok(meta));
                 }
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) => return Step::Wait(self),
-                    _ => return Step::Done((Err(e), self.buf)),
+                    Some(libc::EAGAIN) => return Poll::Pending,
+                    _ => return Poll::Ready(Err(e)),
                 },
             }
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        (Err(err), self.buf)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        (res, self.buf)
     }
 }
 

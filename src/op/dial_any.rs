@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use super::{Cx, Interest, Op, Operation, Step, sealed};
+use super::{Cx, Interest, Op, Operation, sealed};
 use crate::LocalHandle;
 use crate::driver::Token;
 use crate::net::stream::StreamSocket;
@@ -86,6 +86,7 @@ impl sealed::Sealed for DialAny {}
 
 impl Operation for DialAny {
     type Output = io::Result<StreamSocket>;
+    type Value = StreamSocket;
 
     fn interest(&self) -> Interest {
         Interest::Read
@@ -96,17 +97,17 @@ impl Operation for DialAny {
         self.started
     }
 
-    fn attempt(mut self, _cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         self.started = true;
         let waker = self.waker.clone();
         match self.future.as_mut().poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready(result) => Step::Done(result),
-            Poll::Pending => Step::Wait(self),
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => Poll::Pending,
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        Err(err)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        res
     }
 }
 

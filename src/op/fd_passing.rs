@@ -8,13 +8,14 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::task::Poll;
 
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
 
-use super::{Cx, Interest, Operation, Step, sealed};
+use super::{Cx, Interest, Operation, sealed};
 use crate::buf::{IoBuf, IoBufMut};
 
 /// The most fds one message may carry (the kernel's `SCM_MAX_FD`).
@@ -107,17 +108,18 @@ impl<B> sealed::Sealed for SendFds<B> {}
 
 impl<B: IoBuf> Operation for SendFds<B> {
     type Output = (io::Result<usize>, B);
+    type Value = usize;
 
     fn interest(&self) -> Interest {
         Interest::Write
     }
 
-    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let fd = cx.fd();
         if !self.checked {
             self.checked = true;
             if let Err(e) = self.check(fd) {
-                return Step::Done((Err(e), self.buf));
+                return Poll::Ready(Err(e));
             }
         }
         let len = self.buf.bytes_init();
@@ -128,7 +130,7 @@ impl<B: IoBuf> Operation for SendFds<B> {
                         io::ErrorKind::WriteZero,
                         "the socket accepted no bytes in send_fds",
                     );
-                    return Step::Done((Err(err), self.buf));
+                    return Poll::Ready(Err(err));
                 }
                 Ok(n) => {
                     // The fds went out with these bytes: our copies close now.
@@ -136,15 +138,15 @@ impl<B: IoBuf> Operation for SendFds<B> {
                     self.written += n;
                 }
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => return Step::Wait(self),
-                Err(e) => return Step::Done((Err(e.into()), self.buf)),
+                Err(rustix::io::Errno::AGAIN) => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e.into())),
             }
         }
-        Step::Done((Ok(len), self.buf))
+        Poll::Ready(Ok(len))
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        (Err(err), self.buf)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        (res, self.buf)
     }
 }
 
@@ -214,30 +216,31 @@ impl<B> sealed::Sealed for RecvFds<B> {}
 
 impl<B: IoBufMut> Operation for RecvFds<B> {
     type Output = (io::Result<ReceivedFds>, B);
+    type Value = ReceivedFds;
 
     fn interest(&self) -> Interest {
         Interest::Read
     }
 
-    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let fd = cx.fd();
         if !self.checked {
             self.checked = true;
             if let Err(e) = check_unix(fd, "recv_fds") {
-                return Step::Done((Err(e), self.buf));
+                return Poll::Ready(Err(e));
             }
         }
         loop {
             match self.recv_once(fd) {
-                Ok(received) => return Step::Done((Ok(received), self.buf)),
+                Ok(received) => return Poll::Ready(Ok(received)),
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => return Step::Wait(self),
-                Err(e) => return Step::Done((Err(e.into()), self.buf)),
+                Err(rustix::io::Errno::AGAIN) => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e.into())),
             }
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        (Err(err), self.buf)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        (res, self.buf)
     }
 }

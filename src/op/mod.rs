@@ -57,15 +57,6 @@ pub enum Interest {
     Write = 1,
 }
 
-/// What one try of an operation came to.
-#[doc(hidden)]
-pub enum Step<O: Operation> {
-    /// Finished, with its output.
-    Done(O::Output),
-    /// The kernel said `EAGAIN`: wait for the direction to become ready, then try again.
-    Wait(O),
-}
-
 /// What an operation's try may use and report.
 #[doc(hidden)]
 pub struct Cx<'a> {
@@ -103,9 +94,16 @@ pub(crate) mod sealed {
 }
 
 /// The operations [`Op`] can carry: implemented by the types in this module only.
+///
+/// An operation stays in one place while it is pending (inside its `Op`, or in the block the loop
+/// keeps for a callback): each try works on it by reference, and only the finished operation is
+/// consumed, by [`finish`](Operation::finish), to hand its buffers back with the result.
 pub trait Operation: sealed::Sealed + Unpin + Sized + 'static {
     /// What the operation completes with; buffers come back inside it.
     type Output;
+    /// What a finished try yields besides the buffers (a count, an accepted socket).
+    #[doc(hidden)]
+    type Value;
     #[doc(hidden)]
     fn interest(&self) -> Interest;
     /// Whether a try must wait until the direction is ready (false for a first step, such as the
@@ -114,10 +112,13 @@ pub trait Operation: sealed::Sealed + Unpin + Sized + 'static {
     fn needs_ready(&self) -> bool {
         true
     }
+    /// One try: `Pending` when the kernel said `EAGAIN` (wait for the direction to become ready,
+    /// then try again).
     #[doc(hidden)]
-    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self>;
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>>;
+    /// The output: `res` with the buffers the operation owned.
     #[doc(hidden)]
-    fn fail(self, err: io::Error) -> Self::Output;
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output;
     /// Whether, on the io_uring backend, the operation is done by ring requests ([`prepare`] and
     /// [`complete`]) instead of readiness and [`attempt`].
     ///
@@ -134,10 +135,10 @@ pub trait Operation: sealed::Sealed + Unpin + Sized + 'static {
         None
     }
     /// The kernel's answer to the request made by [`prepare`](Operation::prepare) (`res`: a count
-    /// or a negative errno). `Wait` asks for another request (the rest of a `write_all`).
+    /// or a negative errno). `Pending` asks for another request (the rest of a `write_all`).
     #[doc(hidden)]
-    fn complete(self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
-        Step::Done(self.fail(io::Error::other(format!(
+    fn complete(&mut self, res: i32, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
+        Poll::Ready(Err(io::Error::other(format!(
             "io_uring completion ({res}) for an operation that makes no ring requests"
         ))))
     }
@@ -161,24 +162,25 @@ pub trait Operation: sealed::Sealed + Unpin + Sized + 'static {
 pub struct Op<O: Operation> {
     svc: LocalHandle,
     token: Token,
+    /// The operation while this future holds it: `None` once finished, and while the ring's cell
+    /// holds it. Tries work on it in place.
+    op: Option<O>,
     state: State<O>,
     background: bool,
 }
 
 enum State<O: Operation> {
-    Start(O),
-    Failed(O, io::Error),
-    Waiting {
-        op: O,
-        id: u64,
-        epoch: u32,
-    },
+    /// Not started, or woken and about to try again.
+    Idle,
+    /// Made by an object that could not be set up: completes with this error without trying.
+    Failed(io::Error),
+    /// Its waker waits on the direction under `id`, registered under the source's cancel `epoch`.
+    Waiting { id: u64, epoch: u32 },
     /// On the io_uring ring, under `key`; the cell holds the operation and then its output.
     Ring {
         cell: Rc<ring::TaskCell<O>>,
         key: u32,
     },
-    Done,
 }
 
 impl<O: Operation> Op<O> {
@@ -186,7 +188,8 @@ impl<O: Operation> Op<O> {
         Op {
             svc: svc.clone(),
             token,
-            state: State::Start(op),
+            op: Some(op),
+            state: State::Idle,
             background: false,
         }
     }
@@ -196,7 +199,8 @@ impl<O: Operation> Op<O> {
         Op {
             svc: svc.clone(),
             token: Token::NONE,
-            state: State::Failed(op, err),
+            op: Some(op),
+            state: State::Failed(err),
             background: false,
         }
     }
@@ -215,49 +219,47 @@ impl<O: Operation> Op<O> {
     where
         F: FnOnce(O::Output) + 'static,
     {
-        let op = match std::mem::replace(&mut self.state, State::Done) {
-            State::Start(op) => op,
-            State::Waiting { op, id, .. } => {
-                self.svc.withdraw(self.token, op.interest(), id);
-                op
-            }
-            State::Failed(op, err) => {
-                if !self.svc.is_shut_down() {
-                    let counted = !self.background;
-                    if counted {
-                        self.svc.add_work();
-                    }
-                    let boxed = self.svc.boxed_op(CallbackOp {
-                        token: self.token,
-                        slot: Slot::<O>::Finished(op.fail(err)),
-                        handler,
-                        counted,
-                        queued_before: 0,
-                    });
-                    self.svc.push_job(Job::Op(boxed));
-                }
-                return;
-            }
-            State::Ring { cell, key } => {
+        let state = std::mem::replace(&mut self.state, State::Idle);
+        let counted = !self.background;
+        let Some(op) = self.op.take() else {
+            if let State::Ring { cell, key } = state {
                 // A future already on the ring (polled, then turned into a callback): its handler
                 // runs when the kernel answers, from a task that awaits the same request.
                 let fut = Op {
                     svc: self.svc.clone(),
                     token: self.token,
+                    op: None,
                     state: State::Ring { cell, key },
                     background: self.background,
                 };
                 let run = async move { handler(fut.await) };
-                if self.background {
-                    drop(self.svc.spawn_background(run));
-                } else {
+                if counted {
                     drop(self.svc.spawn(run));
+                } else {
+                    drop(self.svc.spawn_background(run));
+                }
+            }
+            return; // finished already: its output went to the poll that finished it
+        };
+        match state {
+            State::Waiting { id, .. } => self.svc.withdraw(self.token, op.interest(), id),
+            State::Failed(err) => {
+                if let Some(boxed) =
+                    CallbackOp::boxed(&self.svc, Token::NONE, op, handler, counted, Some(Err(err)))
+                {
+                    self.svc.push_job(Job::Op(boxed));
                 }
                 return;
             }
-            State::Done => return,
-        };
-        CallbackOp::start(&self.svc, self.token, op, handler, !self.background);
+            // The ring's cell holds the operation while it is `Ring`: not this case.
+            State::Idle | State::Ring { .. } => {}
+        }
+        CallbackOp::start(&self.svc, self.token, op, handler, counted);
+    }
+
+    /// The operation, to finish it: only called while this future holds it.
+    fn take_op(&mut self) -> O {
+        self.op.take().expect("aio::Op polled after it completed")
     }
 }
 
@@ -266,63 +268,73 @@ impl<O: Operation> Future for Op<O> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O::Output> {
         let this = self.get_mut();
-        let look = match std::mem::replace(&mut this.state, State::Done) {
-            State::Start(op) if O::RING && this.svc.ring_mode() => {
-                return this.start_on_ring(op, cx);
-            }
-            State::Ring { cell, key } => {
-                return match cell.poll_output(cx.waker()) {
-                    Some(out) => Poll::Ready(out),
-                    None => {
-                        this.state = State::Ring { cell, key };
-                        Poll::Pending
-                    }
-                };
-            }
-            State::Start(op) => this.svc.look(this.token, op, None, cx.waker()),
-            State::Waiting { op, id, epoch } => {
-                this.svc.look(this.token, op, Some((id, epoch)), cx.waker())
-            }
-            State::Failed(op, err) => return Poll::Ready(op.fail(err)),
-            State::Done => panic!("aio::Op polled after it completed"),
-        };
-        let (op, fd) = match look {
-            Look::Try(op, fd) => (op, fd),
-            Look::Wait(state) => {
-                // What it replaces is `Done`: nothing to drop.
-                std::mem::forget(std::mem::replace(&mut this.state, state));
-                return Poll::Pending;
-            }
-            Look::Done(out) => return Poll::Ready(out),
-        };
-        if O::RING && this.svc.ring_mode() {
-            // Its turn on the ring came (it waited behind another request of its direction).
-            return this.start_on_ring(op, cx);
-        }
-        match this.svc.try_on(this.token, fd, op) {
-            Step::Done(out) => Poll::Ready(out),
-            Step::Wait(op) => {
-                let id = this.svc.next_waiter_id();
-                let waiter = Waiter::Task {
-                    id,
-                    waker: cx.waker().clone(),
-                };
-                match this.svc.register(this.token, op.interest(), waiter) {
-                    Ok(epoch) => {
-                        this.svc.watch_fd(fd);
-                        this.state = State::Waiting { op, id, epoch };
-                        Poll::Pending
-                    }
-                    Err(_) => Poll::Ready(op.fail(crate::error::closed())),
+        match std::mem::replace(&mut this.state, State::Idle) {
+            State::Idle => this.poll_try(None, cx),
+            State::Waiting { id, epoch } => this.poll_try(Some((id, epoch)), cx),
+            State::Failed(err) => Poll::Ready(this.take_op().finish(Err(err))),
+            State::Ring { cell, key } => match cell.poll_output(cx.waker()) {
+                Some(out) => Poll::Ready(out),
+                None => {
+                    this.state = State::Ring { cell, key };
+                    Poll::Pending
                 }
-            }
+            },
         }
     }
 }
 
 impl<O: Operation> Op<O> {
+    /// A poll that may try the operation: the first (`waiting` is `None`), or one after its waker
+    /// was queued (its id and cancel epoch).
+    fn poll_try(&mut self, waiting: Option<(u64, u32)>, cx: &mut Context<'_>) -> Poll<O::Output> {
+        let Some(op) = self.op.as_mut() else {
+            panic!("aio::Op polled after it completed")
+        };
+        let interest = op.interest();
+        let on_ring = O::RING && self.svc.ring_mode();
+        if on_ring && waiting.is_none() {
+            return self.start_on_ring(cx);
+        }
+        // On the ring, an operation's turn is all it waits for: the kernel waits for readiness.
+        let needs_ready = op.needs_ready() && !on_ring;
+        let fd = match self
+            .svc
+            .look(self.token, interest, needs_ready, waiting, cx.waker())
+        {
+            Look::Try(fd) => fd,
+            Look::Wait(id, epoch) => {
+                self.state = State::Waiting { id, epoch };
+                return Poll::Pending;
+            }
+            Look::Fail(err) => return Poll::Ready(self.take_op().finish(Err(err))),
+        };
+        if on_ring {
+            // Its turn on the ring came (it waited behind another request of its direction).
+            return self.start_on_ring(cx);
+        }
+        match self.svc.try_on(self.token, fd, op) {
+            Poll::Ready(res) => Poll::Ready(self.take_op().finish(res)),
+            Poll::Pending => {
+                let id = self.svc.next_waiter_id();
+                let waiter = Waiter::Task {
+                    id,
+                    waker: cx.waker().clone(),
+                };
+                match self.svc.register(self.token, interest, waiter) {
+                    Ok(epoch) => {
+                        self.svc.watch_fd(fd);
+                        self.state = State::Waiting { id, epoch };
+                        Poll::Pending
+                    }
+                    Err(_) => Poll::Ready(self.take_op().finish(Err(crate::error::closed()))),
+                }
+            }
+        }
+    }
+
     /// Puts an awaited operation on the io_uring ring, or in line behind its direction's request.
-    fn start_on_ring(&mut self, op: O, cx: &mut Context<'_>) -> Poll<O::Output> {
+    fn start_on_ring(&mut self, cx: &mut Context<'_>) -> Poll<O::Output> {
+        let op = self.take_op();
         let interest = op.interest();
         let cell = ring::TaskCell::new(op);
         let slot: Rc<dyn ring::TaskSlot> = cell.clone();
@@ -346,7 +358,7 @@ impl<O: Operation> Op<O> {
             return Poll::Pending;
         };
         if closed {
-            return Poll::Ready(op.fail(self.svc.gone_error()));
+            return Poll::Ready(op.finish(Err(self.svc.gone_error())));
         }
         let id = self.svc.next_waiter_id();
         let waiter = Waiter::Task {
@@ -355,28 +367,33 @@ impl<O: Operation> Op<O> {
         };
         match self.svc.register(self.token, interest, waiter) {
             Ok(epoch) => {
-                self.state = State::Waiting { op, id, epoch };
+                self.op = Some(op);
+                self.state = State::Waiting { id, epoch };
                 Poll::Pending
             }
-            Err(_) => Poll::Ready(op.fail(crate::error::closed())),
+            Err(_) => Poll::Ready(op.finish(Err(crate::error::closed()))),
         }
     }
 }
 
 /// What one look at its source tells a polled future (see `LocalHandle::look`).
-enum Look<O: Operation> {
+enum Look {
     /// Try the operation now, on this fd.
-    Try(O, Option<RawFd>),
-    /// Still waiting, or queued to wait now: the future's new state.
-    Wait(State<O>),
-    /// Failed without trying (source gone, or cancelled).
-    Done(O::Output),
+    Try(Option<RawFd>),
+    /// Its waker waits (still, or queued now), under this id and cancel epoch.
+    Wait(u64, u32),
+    /// Finish without trying (source gone, or cancelled).
+    Fail(io::Error),
 }
 
 impl<O: Operation> Drop for Op<O> {
     fn drop(&mut self) {
         match &self.state {
-            State::Waiting { op, id, .. } => self.svc.withdraw(self.token, op.interest(), *id),
+            State::Waiting { id, .. } => {
+                if let Some(op) = &self.op {
+                    self.svc.withdraw(self.token, op.interest(), *id);
+                }
+            }
             // The operation stays in the loop's table until the kernel lets go of it.
             State::Ring { cell, key } if cell.in_flight() => {
                 cell.abandon();
@@ -389,10 +406,10 @@ impl<O: Operation> Drop for Op<O> {
 
 impl<O: Operation> std::fmt::Debug for Op<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match self.state {
-            State::Start(_) | State::Failed(..) => "not started",
-            State::Waiting { .. } | State::Ring { .. } => "waiting",
-            State::Done => "done",
+        let state = match (&self.state, &self.op) {
+            (State::Waiting { .. } | State::Ring { .. }, _) => "waiting",
+            (_, Some(_)) => "not started",
+            (_, None) => "done",
         };
         f.debug_struct("Op")
             .field("operation", &std::any::type_name::<O>())
@@ -420,130 +437,111 @@ pub(crate) trait ReadyOp {
     fn on_cqe(&mut self, res: i32, cx: &mut Cx<'_>) -> bool;
 }
 
+/// A callback operation: boxed once when it starts, it stays in that block (tried in place) until
+/// its handler runs.
 struct CallbackOp<O: Operation, F> {
     token: Token,
-    slot: Slot<O>,
-    handler: F,
     /// Counted as work for `run_until_done` (not background).
     counted: bool,
     /// The loop's count of queued jobs when the operation started (see `ReadyOp::queued_before`).
     queued_before: u64,
-}
-
-enum Slot<O: Operation> {
-    Pending(O),
-    Finished(O::Output),
-    Empty,
+    /// The operation and the handler: taken out only to run the handler, so that the block goes
+    /// back to the pool without being copied.
+    op: Option<O>,
+    handler: Option<F>,
+    /// Set once finished (or cancelled).
+    result: Option<io::Result<O::Value>>,
 }
 
 impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
-    fn start(svc: &LocalHandle, token: Token, op: O, handler: F, counted: bool) {
+    /// The operation and its handler in one block (recycled when the loop has one), counted as
+    /// work unless background; `None` once the loop is shut down (the handler is dropped).
+    #[inline(always)]
+    fn boxed(
+        svc: &LocalHandle,
+        token: Token,
+        op: O,
+        handler: F,
+        counted: bool,
+        result: Option<io::Result<O::Value>>,
+    ) -> Option<Box<CallbackOp<O, F>>> {
         if svc.is_shut_down() {
-            return;
+            return None;
         }
         if counted {
             svc.add_work();
         }
+        let op = CallbackOp {
+            token,
+            counted,
+            queued_before: svc.jobs_queued(),
+            op: Some(op),
+            handler: Some(handler),
+            result,
+        };
+        Some(crate::service::pool::boxed(
+            &mut svc.inner.op_pool.borrow_mut(),
+            op,
+        ))
+    }
+
+    fn start(svc: &LocalHandle, token: Token, op: O, handler: F, counted: bool) {
+        let interest = op.interest();
+        let Some(mut boxed) = Self::boxed(svc, token, op, handler, counted, None) else {
+            return;
+        };
         if O::RING && svc.ring_mode() {
-            let interest = op.interest();
-            let boxed = svc.boxed_op(CallbackOp {
-                token,
-                slot: Slot::Pending(op),
-                handler,
-                counted,
-                queued_before: svc.jobs_queued(),
-            });
             ring::start_callback(svc, token, interest, boxed);
             return;
         }
         // One look at the source decides: queue the operation at once when its direction is known not
         // ready (no syscall, no second lookup), or try it.
-        let interest = op.interest();
-        let queued_before = svc.jobs_queued();
-        let (op, handler) = {
+        let fd = {
             let mut sources = svc.inner.sources.borrow_mut();
-            match sources.get_mut(token) {
-                None => (Err(op), handler),
-                Some(source) => {
-                    let fd = source.fd.raw();
-                    let dir = source.dir_mut(interest);
-                    if op.needs_ready() && !dir.ready {
-                        let boxed = svc.boxed_op(CallbackOp {
-                            token,
-                            slot: Slot::Pending(op),
-                            handler,
-                            counted,
-                            queued_before,
-                        });
-                        dir.push_waiter(Waiter::Callback(boxed));
-                        svc.watch_fd(fd);
-                        return;
-                    }
-                    (Ok((op, fd)), handler)
-                }
+            let Some(source) = sources.get_mut(token) else {
+                drop(sources);
+                boxed.result = Some(Err(svc.gone_error()));
+                svc.push_job(Job::Op(boxed));
+                return;
+            };
+            let fd = source.fd.raw();
+            let dir = source.dir_mut(interest);
+            if boxed.op.as_ref().is_some_and(O::needs_ready) && !dir.ready {
+                dir.push_waiter(Waiter::Callback(boxed));
+                drop(sources);
+                svc.watch_fd(fd);
+                return;
             }
+            fd
         };
-        let step = match op {
-            Ok((op, fd)) => svc.try_on(token, fd, op),
-            Err(op) => Step::Done(op.fail(svc.gone_error())),
-        };
-        match step {
-            Step::Done(out) => svc.push_job(Job::Op(svc.boxed_op(CallbackOp {
-                token,
-                slot: Slot::<O>::Finished(out),
-                handler,
-                counted,
-                queued_before,
-            }))),
-            Step::Wait(op) => {
-                let boxed = svc.boxed_op(CallbackOp {
-                    token,
-                    slot: Slot::Pending(op),
-                    handler,
-                    counted,
-                    queued_before,
-                });
-                match svc.register(token, interest, Waiter::Callback(boxed)) {
-                    Ok(_) => svc.watch(token),
-                    Err(Waiter::Callback(mut boxed)) => {
-                        boxed.cancel(crate::error::closed());
-                        svc.push_job(Job::Op(boxed));
-                    }
-                    Err(Waiter::Task { .. }) => {}
-                }
-            }
+        if boxed.retry(svc, fd) {
+            svc.push_job(Job::Op(boxed));
+            return;
         }
-    }
-}
-
-impl<O: Operation, F> CallbackOp<O, F> {
-    /// One step of a pending operation (a try, or the kernel's answer); true once it is finished
-    /// (or was already), its result stored for `complete`.
-    #[inline]
-    fn advance(&mut self, step: impl FnOnce(O) -> Step<O>) -> bool {
-        match std::mem::replace(&mut self.slot, Slot::Empty) {
-            Slot::Pending(op) => match step(op) {
-                Step::Done(out) => {
-                    self.slot = Slot::Finished(out);
-                    true
-                }
-                Step::Wait(op) => {
-                    self.slot = Slot::Pending(op);
-                    false
-                }
-            },
-            other => {
-                self.slot = other;
-                true
+        match svc.register(token, interest, Waiter::Callback(boxed)) {
+            Ok(_) => svc.watch_fd(fd),
+            Err(Waiter::Callback(mut boxed)) => {
+                boxed.cancel(crate::error::closed());
+                svc.push_job(Job::Op(boxed));
             }
+            Err(Waiter::Task { .. }) => {}
         }
     }
 }
 
 impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> {
+    #[inline]
     fn retry(&mut self, svc: &LocalHandle, fd: Option<RawFd>) -> bool {
-        let token = self.token;
-        self.advance(|op| svc.try_on(token, fd, op))
+        let (None, Some(op)) = (&self.result, &mut self.op) else {
+            return true;
+        };
+        match svc.try_on(self.token, fd, op) {
+            Poll::Ready(res) => {
+                self.result = Some(res);
+                true
+            }
+            Poll::Pending => false,
+        }
     }
 
     fn queued_before(&self) -> u64 {
@@ -551,8 +549,8 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
     }
 
     fn cancel(&mut self, err: io::Error) {
-        if let Slot::Pending(op) = std::mem::replace(&mut self.slot, Slot::Empty) {
-            self.slot = Slot::Finished(op.fail(err));
+        if self.result.is_none() {
+            self.result = Some(Err(err));
         }
     }
 
@@ -561,35 +559,43 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
     }
 
     fn prepare(&mut self, fd: RawFd) -> Option<RingEntry> {
-        match &mut self.slot {
-            Slot::Pending(op) => op.prepare(fd),
+        match (&self.result, &mut self.op) {
+            (None, Some(op)) => op.prepare(fd),
             _ => None,
         }
     }
 
     fn on_cqe(&mut self, res: i32, cx: &mut Cx<'_>) -> bool {
-        self.advance(|op| op.complete(res, cx))
+        let (None, Some(op)) = (&self.result, &mut self.op) else {
+            return true;
+        };
+        match op.complete(res, cx) {
+            Poll::Ready(res) => {
+                self.result = Some(res);
+                true
+            }
+            Poll::Pending => false,
+        }
     }
 
-    fn complete(self: Box<Self>, svc: &LocalHandle) {
+    fn complete(mut self: Box<Self>, svc: &LocalHandle) {
+        let (op, handler, res) = (self.op.take(), self.handler.take(), self.result.take());
+        let counted = self.counted;
         // The block goes back to the loop's pool before the handler runs: the handler typically
         // starts the next operation, which takes it again.
-        let this = crate::service::pool::unboxed(&mut svc.inner.op_pool.borrow_mut(), self);
-        if this.counted {
+        crate::service::pool::recycle(&mut svc.inner.op_pool.borrow_mut(), self);
+        if counted {
             svc.finish_work();
         }
-        if let Slot::Finished(out) = this.slot {
-            (this.handler)(out);
+        if let (Some(op), Some(handler)) = (op, handler) {
+            // Always set by the time the loop completes an operation; a closed error otherwise, so
+            // that the handler still runs exactly once.
+            handler(op.finish(res.unwrap_or_else(|| Err(crate::error::closed()))));
         }
     }
 }
 
 impl LocalHandle {
-    /// Boxes a callback operation in a block recycled from an earlier one when the loop has one.
-    fn boxed_op<T: ReadyOp + 'static>(&self, op: T) -> Box<dyn ReadyOp> {
-        crate::service::pool::boxed(&mut self.inner.op_pool.borrow_mut(), op)
-    }
-
     /// Why an operation on a token that names no source fails.
     fn gone_error(&self) -> io::Error {
         if self.is_shut_down() {
@@ -602,7 +608,12 @@ impl LocalHandle {
     /// The try itself, on `fd`, which the caller looked up in `token`'s live source without running
     /// anything since; then the direction is marked not ready if the try said so.
     #[inline]
-    pub(crate) fn try_on<O: Operation>(&self, token: Token, fd: Option<RawFd>, op: O) -> Step<O> {
+    pub(crate) fn try_on<O: Operation>(
+        &self,
+        token: Token,
+        fd: Option<RawFd>,
+        op: &mut O,
+    ) -> Poll<io::Result<O::Value>> {
         let interest = op.interest();
         // SAFETY: the caller found the source live with this fd, and a source's fd can only be closed
         // by `remove_source`, which user code calls (close, drop, release) and an operation's try
@@ -617,7 +628,7 @@ impl LocalHandle {
             retry_after: None,
         };
         let step = op.attempt(&mut cx);
-        let waits = matches!(step, Step::Wait(_));
+        let waits = step.is_pending();
         if cx.drained || waits {
             if let Some(source) = self.inner.sources.borrow_mut().get_mut(cx.token) {
                 // EAGAIN is the kernel's word, and a back-off must hold; a drained hint is only a hint
@@ -655,10 +666,7 @@ impl LocalHandle {
         let mut sources = self.inner.sources.borrow_mut();
         if let Some(source) = sources.get_mut(token) {
             let waiters = &mut source.dir_mut(interest).waiters;
-            if let Some(pos) = waiters
-                .iter()
-                .position(|w| matches!(w, Waiter::Task { id: i, .. } if *i == id))
-            {
+            if let Some(pos) = waiters.position_of_task(id) {
                 waiters.remove(pos);
             }
         }
@@ -667,47 +675,39 @@ impl LocalHandle {
     /// One look at `token`'s source for a polled future: whether it was woken (`waiting` is its
     /// waiter's id and the cancel epoch it registered under; `None` for a first poll), cancelled, or
     /// still queued (its waker refreshed), and, for one that may go on, whether its direction is known
-    /// not ready, in which case its waker is queued at once, without trying.
-    fn look<O: Operation>(
+    /// not ready (and `needs_ready`), in which case its waker is queued at once, without trying.
+    fn look(
         &self,
         token: Token,
-        op: O,
+        interest: Interest,
+        needs_ready: bool,
         waiting: Option<(u64, u32)>,
         waker: &std::task::Waker,
-    ) -> Look<O> {
+    ) -> Look {
         let mut sources = self.inner.sources.borrow_mut();
         let Some(source) = sources.get_mut(token) else {
-            let err = match waiting {
+            drop(sources);
+            return Look::Fail(match waiting {
                 Some(_) => crate::error::cancelled(),
                 None => self.gone_error(),
-            };
-            drop(sources);
-            return Look::Done(op.fail(err));
+            });
         };
-        let interest = op.interest();
         if let Some((id, epoch)) = waiting {
             let cancelled = source.cancel_epoch != epoch;
             let waiters = &mut source.dir_mut(interest).waiters;
-            let pos = waiters
-                .iter()
-                .position(|w| matches!(w, Waiter::Task { id: i, .. } if *i == id));
-            match (pos, cancelled) {
+            match (waiters.position_of_task(id), cancelled) {
                 (Some(pos), true) => {
                     waiters.remove(pos);
-                    drop(sources);
-                    return Look::Done(op.fail(crate::error::cancelled()));
+                    return Look::Fail(crate::error::cancelled());
                 }
-                (None, true) => {
-                    drop(sources);
-                    return Look::Done(op.fail(crate::error::cancelled()));
-                }
+                (None, true) => return Look::Fail(crate::error::cancelled()),
                 (Some(pos), false) => {
                     if let Some(Waiter::Task { waker: w, .. }) = waiters.get_mut(pos) {
                         if !w.will_wake(waker) {
                             *w = waker.clone();
                         }
                     }
-                    return Look::Wait(State::Waiting { op, id, epoch });
+                    return Look::Wait(id, epoch);
                 }
                 (None, false) => {} // woken: go on
             }
@@ -715,16 +715,15 @@ impl LocalHandle {
         let fd = source.fd.raw();
         let epoch = source.cancel_epoch;
         let dir = source.dir_mut(interest);
-        // On the ring, an operation's turn is all it waits for: the kernel waits for readiness.
-        if op.needs_ready() && !dir.ready && !(O::RING && self.inner.ring) {
+        if needs_ready && !dir.ready {
             let id = self.next_waiter_id();
             dir.push_waiter(Waiter::Task {
                 id,
                 waker: waker.clone(),
             });
             self.watch_fd(fd);
-            return Look::Wait(State::Waiting { op, id, epoch });
+            return Look::Wait(id, epoch);
         }
-        Look::Try(op, fd)
+        Look::Try(fd)
     }
 }

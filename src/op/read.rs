@@ -1,13 +1,14 @@
 //! Reads: `read_some`, `read_exact` and vectored reads into owned buffers.
 
 use std::io;
+use std::task::Poll;
 
 use std::os::fd::RawFd;
 
 use io_uring::{opcode, types};
 
 use super::ring::{MsgParts, cqe_result};
-use super::{Cx, Interest, Operation, RingEntry, Step, sealed};
+use super::{Cx, Interest, Operation, RingEntry, sealed};
 use crate::buf::IoBufMut;
 
 /// Reads whatever is available, up to the buffer's [`bytes_total`](IoBufMut): `Ok(0)` means end of
@@ -27,29 +28,30 @@ impl<B> sealed::Sealed for ReadSome<B> {}
 
 impl<B: IoBufMut> Operation for ReadSome<B> {
     type Output = (io::Result<usize>, B);
+    type Value = usize;
 
     fn interest(&self) -> Interest {
         Interest::Read
     }
 
-    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let total = self.buf.bytes_total();
         match read_into(cx, &mut self.buf, 0) {
-            Ok(None) => Step::Wait(self),
+            Ok(None) => Poll::Pending,
             Ok(Some(n)) => {
                 // A short read emptied the socket: the next read waits for an edge instead of paying
                 // for an EAGAIN (unless the peer has shut down: see `Direction::closed`).
                 if n < total {
                     cx.mark_drained();
                 }
-                Step::Done((Ok(n), self.buf))
+                Poll::Ready(Ok(n))
             }
-            Err(e) => Step::Done((Err(e), self.buf)),
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        (Err(err), self.buf)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        (res, self.buf)
     }
 
     const RING: bool = true;
@@ -58,12 +60,12 @@ impl<B: IoBufMut> Operation for ReadSome<B> {
         Some(read_entry(fd, &mut self.buf, 0))
     }
 
-    fn complete(mut self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
+    fn complete(&mut self, res: i32, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let out = cqe_result(res).inspect(|&n| {
             // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
             unsafe { self.buf.set_init(n) }
         });
-        Step::Done((out, self.buf))
+        Poll::Ready(out)
     }
 }
 
@@ -96,16 +98,17 @@ impl<B> sealed::Sealed for ReadExact<B> {}
 
 impl<B: IoBufMut> Operation for ReadExact<B> {
     type Output = (io::Result<()>, B);
+    type Value = ();
 
     fn interest(&self) -> Interest {
         Interest::Read
     }
 
-    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let total = self.buf.bytes_total();
         while self.filled < total {
             match read_into(cx, &mut self.buf, self.filled) {
-                Ok(None) => return Step::Wait(self),
+                Ok(None) => return Poll::Pending,
                 Ok(Some(0)) => {
                     let err = io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -114,17 +117,17 @@ impl<B: IoBufMut> Operation for ReadExact<B> {
                             self.filled
                         ),
                     );
-                    return Step::Done((Err(err), self.buf));
+                    return Poll::Ready(Err(err));
                 }
                 Ok(Some(n)) => self.filled += n,
-                Err(e) => return Step::Done((Err(e), self.buf)),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        Step::Done((Ok(()), self.buf))
+        Poll::Ready(Ok(()))
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        (Err(err), self.buf)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        (res, self.buf)
     }
 
     const RING: bool = true;
@@ -133,7 +136,7 @@ impl<B: IoBufMut> Operation for ReadExact<B> {
         Some(read_entry(fd, &mut self.buf, self.filled))
     }
 
-    fn complete(mut self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
+    fn complete(&mut self, res: i32, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let total = self.buf.bytes_total();
         match cqe_result(res) {
             Ok(0) if self.filled < total => {
@@ -144,19 +147,19 @@ impl<B: IoBufMut> Operation for ReadExact<B> {
                         self.filled
                     ),
                 );
-                Step::Done((Err(err), self.buf))
+                Poll::Ready(Err(err))
             }
             Ok(n) => {
                 self.filled += n;
                 // SAFETY: the kernel wrote `n` bytes after the `filled` ones before.
                 unsafe { self.buf.set_init(self.filled) };
                 if self.filled < total {
-                    Step::Wait(self)
+                    Poll::Pending
                 } else {
-                    Step::Done((Ok(()), self.buf))
+                    Poll::Ready(Ok(()))
                 }
             }
-            Err(e) => Step::Done((Err(e), self.buf)),
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 }
@@ -202,12 +205,13 @@ impl<B> sealed::Sealed for ReadVectored<B> {}
 
 impl<B: IoBufMut> Operation for ReadVectored<B> {
     type Output = (io::Result<usize>, Vec<B>);
+    type Value = usize;
 
     fn interest(&self) -> Interest {
         Interest::Read
     }
 
-    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let iovecs = self.iovecs();
         let total: usize = iovecs.iter().map(|v| v.iov_len).sum();
         let count = iovecs.len().min(libc::c_int::MAX as usize) as libc::c_int;
@@ -226,19 +230,19 @@ impl<B: IoBufMut> Operation for ReadVectored<B> {
                 if (n as usize) < total {
                     cx.mark_drained();
                 }
-                return Step::Done((Ok(n as usize), self.bufs));
+                return Poll::Ready(Ok(n as usize));
             }
             let err = io::Error::last_os_error();
             match err.kind() {
                 io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Step::Wait(self),
-                _ => return Step::Done((Err(err), self.bufs)),
+                io::ErrorKind::WouldBlock => return Poll::Pending,
+                _ => return Poll::Ready(Err(err)),
             }
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        (Err(err), self.bufs)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        (res, self.bufs)
     }
 
     const RING: bool = true;
@@ -251,10 +255,10 @@ impl<B: IoBufMut> Operation for ReadVectored<B> {
         ))
     }
 
-    fn complete(mut self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
+    fn complete(&mut self, res: i32, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         self.msg = None;
         let out = cqe_result(res).inspect(|&n| self.filled(n));
-        Step::Done((out, self.bufs))
+        Poll::Ready(out)
     }
 }
 

@@ -4,10 +4,11 @@
 //! a wait completes only when the fd really is ready, even if the owner consumed an earlier event.
 
 use std::io;
+use std::task::Poll;
 
 use rustix::event::{PollFd, PollFlags};
 
-use super::{Cx, Interest, Operation, Step, sealed};
+use super::{Cx, Interest, Operation, sealed};
 
 /// Waits until the fd is readable or writable (or has an error or hang-up to report). Made by
 /// [`IoDevice::readable`](crate::IoDevice::readable) and
@@ -27,12 +28,13 @@ impl sealed::Sealed for Ready {}
 
 impl Operation for Ready {
     type Output = io::Result<()>;
+    type Value = ();
 
     fn interest(&self) -> Interest {
         self.interest
     }
 
-    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let wanted = match self.interest {
             Interest::Read => PollFlags::IN | PollFlags::PRI,
             Interest::Write => PollFlags::OUT,
@@ -43,21 +45,21 @@ impl Operation for Ready {
             match rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())) {
                 Ok(_) => break,
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Step::Done(Err(e.into())),
+                Err(e) => return Poll::Ready(Err(e.into())),
             }
         }
         let revents = fds[0].revents();
         if revents.contains(PollFlags::NVAL) {
-            return Step::Done(Err(io::Error::from_raw_os_error(libc::EBADF)));
+            return Poll::Ready(Err(io::Error::from_raw_os_error(libc::EBADF)));
         }
         if revents.intersects(wanted | PollFlags::ERR | PollFlags::HUP) {
-            Step::Done(Ok(()))
+            Poll::Ready(Ok(()))
         } else {
-            Step::Wait(self)
+            Poll::Pending
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        Err(err)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        res
     }
 }

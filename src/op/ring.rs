@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::task::Waker;
 
-use super::{Cx, Interest, Operation, ReadyOp, Step};
+use super::{Cx, Interest, Operation, ReadyOp};
 use crate::LocalHandle;
 use crate::driver::Token;
 use crate::driver::uring::RingEntry;
@@ -145,15 +145,16 @@ impl<O: Operation> TaskSlot for TaskCell<O> {
     }
 
     fn on_cqe(&self, res: i32, cx: &mut Cx<'_>) -> bool {
-        let Some(op) = self.state.borrow_mut().op.take() else {
+        // Taken out while it completes: the answer may run user code (a waker, a hook).
+        let Some(mut op) = self.state.borrow_mut().op.take() else {
             return true;
         };
         match op.complete(res, cx) {
-            Step::Done(out) => {
-                self.finish(out);
+            std::task::Poll::Ready(res) => {
+                self.finish(op.finish(res));
                 true
             }
-            Step::Wait(op) => {
+            std::task::Poll::Pending => {
                 self.state.borrow_mut().op = Some(op);
                 false
             }
@@ -163,7 +164,7 @@ impl<O: Operation> TaskSlot for TaskCell<O> {
     fn cancel(&self, err: io::Error) {
         let op = self.state.borrow_mut().op.take();
         if let Some(op) = op {
-            self.finish(op.fail(err));
+            self.finish(op.finish(Err(err)));
         }
     }
 }

@@ -4,6 +4,7 @@
 //! `EPIPE` error for the handler, never a SIGPIPE that kills the process (booster dies there).
 
 use std::io::{self, IoSlice};
+use std::task::Poll;
 
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 
@@ -12,7 +13,7 @@ use std::os::fd::RawFd;
 use io_uring::{opcode, types};
 
 use super::ring::{MsgParts, cqe_result};
-use super::{Cx, Interest, Operation, RingEntry, Step, sealed};
+use super::{Cx, Interest, Operation, RingEntry, sealed};
 use crate::buf::IoBuf;
 
 /// Writes what the socket takes now, at least one byte (unless the buffer is empty). Made by
@@ -32,27 +33,28 @@ impl<B> sealed::Sealed for WriteSome<B> {}
 
 impl<B: IoBuf> Operation for WriteSome<B> {
     type Output = (io::Result<usize>, B);
+    type Value = usize;
 
     fn interest(&self) -> Interest {
         Interest::Write
     }
 
-    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let len = self.buf.bytes_init();
         match send(cx, self.buf.as_slice()) {
-            Ok(None) => Step::Wait(self),
+            Ok(None) => Poll::Pending,
             Ok(Some(n)) => {
                 if n < len {
                     cx.mark_drained();
                 }
-                Step::Done((Ok(n), self.buf))
+                Poll::Ready(Ok(n))
             }
-            Err(e) => Step::Done((Err(e), self.buf)),
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        (Err(err), self.buf)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        (res, self.buf)
     }
 
     const RING: bool = true;
@@ -61,8 +63,8 @@ impl<B: IoBuf> Operation for WriteSome<B> {
         Some(send_entry(fd, &self.buf, 0))
     }
 
-    fn complete(self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
-        Step::Done((cqe_result(res), self.buf))
+    fn complete(&mut self, res: i32, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
+        Poll::Ready(cqe_result(res))
     }
 }
 
@@ -95,32 +97,33 @@ impl<B> sealed::Sealed for WriteAll<B> {}
 
 impl<B: IoBuf> Operation for WriteAll<B> {
     type Output = (io::Result<()>, B);
+    type Value = ();
 
     fn interest(&self) -> Interest {
         Interest::Write
     }
 
-    fn attempt(mut self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let len = self.buf.bytes_init();
         while self.written < len {
             match send(cx, &self.buf.as_slice()[self.written..]) {
-                Ok(None) => return Step::Wait(self),
+                Ok(None) => return Poll::Pending,
                 Ok(Some(0)) => {
                     let err = io::Error::new(
                         io::ErrorKind::WriteZero,
                         "the socket accepted no bytes in write_all",
                     );
-                    return Step::Done((Err(err), self.buf));
+                    return Poll::Ready(Err(err));
                 }
                 Ok(Some(n)) => self.written += n,
-                Err(e) => return Step::Done((Err(e), self.buf)),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        Step::Done((Ok(()), self.buf))
+        Poll::Ready(Ok(()))
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        (Err(err), self.buf)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        (res, self.buf)
     }
 
     const RING: bool = true;
@@ -129,7 +132,7 @@ impl<B: IoBuf> Operation for WriteAll<B> {
         Some(send_entry(fd, &self.buf, self.written))
     }
 
-    fn complete(mut self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
+    fn complete(&mut self, res: i32, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let len = self.buf.bytes_init();
         match cqe_result(res) {
             Ok(0) if self.written < len => {
@@ -137,17 +140,17 @@ impl<B: IoBuf> Operation for WriteAll<B> {
                     io::ErrorKind::WriteZero,
                     "the socket accepted no bytes in write_all",
                 );
-                Step::Done((Err(err), self.buf))
+                Poll::Ready(Err(err))
             }
             Ok(n) => {
                 self.written += n;
                 if self.written < len {
-                    Step::Wait(self)
+                    Poll::Pending
                 } else {
-                    Step::Done((Ok(()), self.buf))
+                    Poll::Ready(Ok(()))
                 }
             }
-            Err(e) => Step::Done((Err(e), self.buf)),
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 }
@@ -171,12 +174,13 @@ impl<B> sealed::Sealed for WriteVectored<B> {}
 
 impl<B: IoBuf> Operation for WriteVectored<B> {
     type Output = (io::Result<usize>, Vec<B>);
+    type Value = usize;
 
     fn interest(&self) -> Interest {
         Interest::Write
     }
 
-    fn attempt(self, cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let slices: Vec<IoSlice<'_>> = self
             .bufs
             .iter()
@@ -200,15 +204,15 @@ impl<B: IoBuf> Operation for WriteVectored<B> {
                 if n < total {
                     cx.mark_drained();
                 }
-                Step::Done((Ok(n), self.bufs))
+                Poll::Ready(Ok(n))
             }
-            Err(rustix::io::Errno::AGAIN) => Step::Wait(self),
-            Err(e) => Step::Done((Err(e.into()), self.bufs)),
+            Err(rustix::io::Errno::AGAIN) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e.into())),
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        (Err(err), self.bufs)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        (res, self.bufs)
     }
 
     const RING: bool = true;
@@ -230,8 +234,8 @@ impl<B: IoBuf> Operation for WriteVectored<B> {
         ))
     }
 
-    fn complete(self, res: i32, _cx: &mut Cx<'_>) -> Step<Self> {
-        Step::Done((cqe_result(res), self.bufs))
+    fn complete(&mut self, res: i32, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
+        Poll::Ready(cqe_result(res))
     }
 }
 

@@ -13,9 +13,17 @@ use std::ptr::NonNull;
 /// How many free blocks of one layout the loop keeps; more are returned to the allocator.
 const MAX_FREE_PER_LAYOUT: usize = 1024;
 
+/// The largest block kept in a list found by index (see [`OpPool::direct`]).
+const DIRECT_MAX_SIZE: usize = 1024;
+
 /// Free blocks, by exact layout. Every block was allocated by the global allocator with its layout.
 #[derive(Default)]
 pub(crate) struct OpPool {
+    /// The common layouts (alignment 8, up to [`DIRECT_MAX_SIZE`] bytes: a callback operation with
+    /// its handler), by size / 8: the layout is a constant where a block is taken or kept, so finding
+    /// its list is an index, not a search. Grown on the first block kept.
+    direct: Vec<Vec<NonNull<u8>>>,
+    /// Any other layout.
     classes: Vec<Class>,
 }
 
@@ -24,16 +32,26 @@ struct Class {
     free: Vec<NonNull<u8>>,
 }
 
+/// The index of `layout`'s list in [`OpPool::direct`], if it has one there.
+#[inline(always)]
+fn direct_index(layout: Layout) -> Option<usize> {
+    (layout.align() == 8 && layout.size() <= DIRECT_MAX_SIZE).then_some(layout.size() / 8)
+}
+
 impl OpPool {
     /// A free block of exactly `layout`, if one is kept: allocated by the global allocator with
     /// `layout`, uninitialised, and owned by the caller from now on.
     #[inline]
     pub(crate) fn take(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        self.classes
-            .iter_mut()
-            .find(|c| c.layout == layout)?
-            .free
-            .pop()
+        match direct_index(layout) {
+            Some(i) => self.direct.get_mut(i)?.pop(),
+            None => self
+                .classes
+                .iter_mut()
+                .find(|c| c.layout == layout)?
+                .free
+                .pop(),
+        }
     }
 
     /// Keeps `block` for a later [`take`](OpPool::take) of the same layout, or frees it.
@@ -44,9 +62,17 @@ impl OpPool {
     #[inline(always)]
     pub(crate) unsafe fn put(&mut self, block: NonNull<u8>, layout: Layout) {
         // The common case inline: a known layout with room left in its list's allocation.
-        if let Some(class) = self.classes.iter_mut().find(|c| c.layout == layout) {
-            if class.free.len() < class.free.capacity() {
-                class.free.push(block);
+        let list = match direct_index(layout) {
+            Some(i) => self.direct.get_mut(i),
+            None => self
+                .classes
+                .iter_mut()
+                .find(|c| c.layout == layout)
+                .map(|c| &mut c.free),
+        };
+        if let Some(list) = list {
+            if list.len() < list.capacity() {
+                list.push(block);
                 return;
             }
         }
@@ -64,24 +90,30 @@ impl OpPool {
         if layout.size() == 0 {
             return; // a zero-sized box owns no memory
         }
-        let class = match self.classes.iter().position(|c| c.layout == layout) {
-            Some(i) => &mut self.classes[i],
-            None => {
-                self.classes.push(Class {
-                    layout,
-                    free: Vec::new(),
-                });
-                self.classes.last_mut().expect("just pushed")
+        let list = match direct_index(layout) {
+            Some(i) => {
+                if self.direct.len() <= i {
+                    self.direct.resize_with(i + 1, Vec::new);
+                }
+                &mut self.direct[i]
             }
+            None => match self.classes.iter().position(|c| c.layout == layout) {
+                Some(i) => &mut self.classes[i].free,
+                None => {
+                    self.classes.push(Class {
+                        layout,
+                        free: Vec::new(),
+                    });
+                    &mut self.classes.last_mut().expect("just pushed").free
+                }
+            },
         };
-        let len = class.free.len();
+        let len = list.len();
         if len < MAX_FREE_PER_LAYOUT {
             // Grown by hand so that the capacity, which `put`'s fast path checks, never exceeds the
             // bound.
-            class
-                .free
-                .reserve_exact(len.clamp(16, MAX_FREE_PER_LAYOUT - len));
-            class.free.push(block);
+            list.reserve_exact(len.clamp(16, MAX_FREE_PER_LAYOUT - len));
+            list.push(block);
         } else {
             // SAFETY: the caller guarantees `block` came from the global allocator with `layout`
             // and is no longer used.
@@ -92,6 +124,16 @@ impl OpPool {
 
 impl Drop for OpPool {
     fn drop(&mut self) {
+        for (i, list) in self.direct.iter_mut().enumerate() {
+            let Ok(layout) = Layout::from_size_align(i * 8, 8) else {
+                continue; // unreachable: every index is a size kept by `put_slow`
+            };
+            for block in list.drain(..) {
+                // SAFETY: a block kept at index `i` came from the global allocator with alignment 8
+                // and size `i * 8` (`direct_index`, `put`'s contract), and is owned by the pool alone.
+                unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
+            }
+        }
         for class in &mut self.classes {
             for block in class.free.drain(..) {
                 // SAFETY: every kept block came from the global allocator with its class's layout
@@ -121,19 +163,19 @@ pub(crate) fn boxed<T>(pool: &mut OpPool, value: T) -> Box<T> {
     }
 }
 
-/// Moves the value out of `boxed` and keeps its block in the pool.
+/// Drops the value in `boxed` where it lies and keeps its block in the pool: for a value whose
+/// parts were already taken out, so that nothing is copied.
 #[inline]
-pub(crate) fn unboxed<T>(pool: &mut OpPool, boxed: Box<T>) -> T {
+pub(crate) fn recycle<T>(pool: &mut OpPool, boxed: Box<T>) {
     let ptr = Box::into_raw(boxed);
-    // SAFETY: `ptr` comes from a live `Box<T>`, so it holds an initialised `T` that nothing else owns;
-    // reading moves it out, and the block is not used as a `T` again.
-    let value = unsafe { ptr.read() };
+    // SAFETY: `ptr` comes from a live `Box<T>`: it holds an initialised `T` that nothing else owns,
+    // dropped here exactly once; the block is not used as a `T` again.
+    unsafe { std::ptr::drop_in_place(ptr) };
     if let Some(block) = NonNull::new(ptr.cast::<u8>()) {
         // SAFETY: a `Box<T>`'s block was allocated by the global allocator with `Layout::new::<T>()`
-        // (or is dangling for a zero-sized `T`, which `put` ignores), and its value was moved out.
+        // (or is dangling for a zero-sized `T`, which `put` ignores), and its value was dropped.
         unsafe { pool.put(block, Layout::new::<T>()) };
     }
-    value
 }
 
 #[cfg(test)]
@@ -145,7 +187,8 @@ mod tests {
         let mut pool = OpPool::default();
         let a = boxed(&mut pool, [1u64; 4]);
         let addr = &*a as *const [u64; 4] as usize;
-        assert_eq!(unboxed(&mut pool, a), [1u64; 4]);
+        assert_eq!(*a, [1u64; 4]);
+        recycle(&mut pool, a);
         // Same layout, another type: the same block.
         let b = boxed(&mut pool, (2u64, 3u64, 4u64, 5u64));
         assert_eq!(&*b as *const (u64, u64, u64, u64) as usize, addr);
@@ -153,9 +196,10 @@ mod tests {
         let c = boxed(&mut pool, 7u8);
         assert_eq!(*c, 7);
         drop(c);
-        assert_eq!(unboxed(&mut pool, b), (2, 3, 4, 5));
+        assert_eq!(*b, (2, 3, 4, 5));
+        recycle(&mut pool, b);
         let z = boxed(&mut pool, ());
-        unboxed(&mut pool, z);
+        recycle(&mut pool, z);
     }
 
     #[test]
@@ -165,9 +209,20 @@ mod tests {
             .map(|i| boxed(&mut pool, i))
             .collect();
         for b in boxes {
-            unboxed(&mut pool, b);
+            recycle(&mut pool, b);
         }
+        // u32 has alignment 4: kept in the searched lists.
+        assert!(direct_index(Layout::new::<u32>()).is_none());
         assert_eq!(pool.classes[0].free.len(), MAX_FREE_PER_LAYOUT);
         assert!(pool.classes[0].free.capacity() <= MAX_FREE_PER_LAYOUT);
+        let boxes: Vec<Box<u64>> = (0..MAX_FREE_PER_LAYOUT as u64 + 10)
+            .map(|i| boxed(&mut pool, i))
+            .collect();
+        for b in boxes {
+            recycle(&mut pool, b);
+        }
+        let list = &pool.direct[direct_index(Layout::new::<u64>()).expect("a direct layout")];
+        assert_eq!(list.len(), MAX_FREE_PER_LAYOUT);
+        assert!(list.capacity() <= MAX_FREE_PER_LAYOUT);
     }
 }

@@ -56,9 +56,12 @@ impl LocalHandle {
         self.ring_cancel_and_wait(&keys);
         self.deregister(&source);
         let Source {
-            fd, read, write, ..
+            fd,
+            mut read,
+            mut write,
+            ..
         } = source;
-        for waiter in read.waiters.into_iter().chain(write.waiters) {
+        for waiter in read.waiters.take_all().chain(write.waiters.take_all()) {
             self.cancel_waiter(waiter);
         }
         Some(fd)
@@ -83,8 +86,8 @@ impl LocalHandle {
                 return;
             };
             source.cancel_epoch = source.cancel_epoch.wrapping_add(1);
-            let mut all: Vec<Waiter> = source.read.waiters.drain(..).collect();
-            all.extend(source.write.waiters.drain(..));
+            let mut all: Vec<Waiter> = source.read.waiters.take_all().collect();
+            all.extend(source.write.waiters.take_all());
             all
         };
         // Operations on the ring complete with ECANCELED when the kernel has let go of them.

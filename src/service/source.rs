@@ -58,6 +58,80 @@ pub(crate) enum Waiter {
     Callback(Box<dyn ReadyOp>),
 }
 
+/// The operations waiting on one direction, in order. A direction rarely has more than one: the
+/// first is kept in place (no allocation, no ring-buffer arithmetic on the hot path; an idle
+/// connection's pending read lives in its source entry), the others in a list behind it.
+#[derive(Default)]
+pub(crate) struct WaiterQueue {
+    /// The first waiter; `None` only when the queue is empty.
+    head: Option<Waiter>,
+    rest: VecDeque<Waiter>,
+}
+
+impl WaiterQueue {
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    #[inline(always)]
+    pub(crate) fn push_back(&mut self, waiter: Waiter) {
+        match self.head {
+            None => self.head = Some(waiter),
+            Some(_) => self.rest.push_back(waiter),
+        }
+    }
+
+    /// Puts `waiter` first (an operation that tried and must wait again keeps its place).
+    pub(crate) fn push_front(&mut self, waiter: Waiter) {
+        if let Some(old) = self.head.replace(waiter) {
+            self.rest.push_front(old);
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn pop_front(&mut self) -> Option<Waiter> {
+        let first = self.head.take()?;
+        if !self.rest.is_empty() {
+            self.head = self.rest.pop_front();
+        }
+        Some(first)
+    }
+
+    /// Where the future waiter `id` is queued, if it still is (not woken yet).
+    #[inline]
+    pub(crate) fn position_of_task(&self, id: u64) -> Option<usize> {
+        let is_it = |w: &Waiter| matches!(w, Waiter::Task { id: i, .. } if *i == id);
+        match &self.head {
+            None => None,
+            Some(w) if is_it(w) => Some(0),
+            Some(_) => self.rest.iter().position(is_it).map(|i| i + 1),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut Waiter> {
+        match index {
+            0 => self.head.as_mut(),
+            _ => self.rest.get_mut(index - 1),
+        }
+    }
+
+    pub(crate) fn remove(&mut self, index: usize) -> Option<Waiter> {
+        match index {
+            0 => self.pop_front(),
+            _ => self.rest.remove(index - 1),
+        }
+    }
+
+    /// Empties the queue, returning the waiters in order.
+    pub(crate) fn take_all(&mut self) -> impl Iterator<Item = Waiter> + use<> {
+        self.head
+            .take()
+            .into_iter()
+            .chain(std::mem::take(&mut self.rest))
+    }
+}
+
 /// The `inflight` of a direction with no operation on the ring (slab keys never reach it).
 const NO_KEY: u32 = u32::MAX;
 
@@ -68,7 +142,7 @@ pub(crate) struct Direction {
     /// The kernel reported a hang-up, an error or the peer's shutdown: no further edge will come, so
     /// the direction is never marked drained again.
     pub(crate) closed: bool,
-    pub(crate) waiters: VecDeque<Waiter>,
+    pub(crate) waiters: WaiterQueue,
     /// On io_uring: the key of the operation this direction has on the ring, or [`NO_KEY`]. One at
     /// a time, so that the steps of a `write_all` are never interleaved with another write's; the
     /// others wait in `waiters` and go to the ring in order. A plain `u32` (not an `Option`) keeps
@@ -77,14 +151,9 @@ pub(crate) struct Direction {
 }
 
 impl Direction {
-    /// Queues `waiter` behind the others. A direction rarely has more than one waiter: its first one
-    /// gets a list of exactly one slot (a list's first growth would make room for four), which is
-    /// what an idle connection keeps.
+    /// Queues `waiter` behind the others.
     #[inline]
     pub(crate) fn push_waiter(&mut self, waiter: Waiter) {
-        if self.waiters.capacity() == 0 {
-            self.waiters.reserve_exact(1);
-        }
         self.waiters.push_back(waiter);
     }
 
@@ -102,7 +171,7 @@ impl Direction {
         Direction {
             ready,
             closed: false,
-            waiters: VecDeque::new(),
+            waiters: WaiterQueue::default(),
             inflight: NO_KEY,
         }
     }

@@ -11,11 +11,12 @@
 use std::cell::Cell;
 use std::io;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::LocalHandle;
 use crate::driver::Token;
-use crate::op::{Cx, Interest, Op, Operation, Step, sealed};
+use crate::op::{Cx, Interest, Op, Operation, sealed};
 use crate::service::source::FdSlot;
 
 /// A re-armable timer bound to a loop.
@@ -125,20 +126,21 @@ impl sealed::Sealed for TimerWait {}
 
 impl Operation for TimerWait {
     type Output = io::Result<()>;
+    type Value = ();
 
     fn interest(&self) -> Interest {
         Interest::Read
     }
 
-    fn attempt(self, _cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         match self.expiry.get() {
-            Some(deadline) if Instant::now() >= deadline => Step::Done(Ok(())),
-            _ => Step::Wait(self),
+            Some(deadline) if Instant::now() >= deadline => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        Err(err)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        res
     }
 }
 
@@ -168,21 +170,22 @@ impl sealed::Sealed for Sleep {}
 
 impl Operation for Sleep {
     type Output = io::Result<()>;
+    type Value = ();
 
     fn interest(&self) -> Interest {
         Interest::Read
     }
 
-    fn attempt(self, _cx: &mut Cx<'_>) -> Step<Self> {
+    fn attempt(&mut self, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         if Instant::now() >= self.deadline {
-            Step::Done(Ok(()))
+            Poll::Ready(Ok(()))
         } else {
-            Step::Wait(self)
+            Poll::Pending
         }
     }
 
-    fn fail(self, err: io::Error) -> Self::Output {
-        Err(err)
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        res
     }
 }
 

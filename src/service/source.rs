@@ -65,7 +65,10 @@ pub(crate) enum Waiter {
 pub(crate) struct WaiterQueue {
     /// The first waiter; `None` only when the queue is empty.
     head: Option<Waiter>,
-    rest: VecDeque<Waiter>,
+    /// The others: boxed, so that every source pays one pointer per direction for the rare queue
+    /// (a list's own header is four words).
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<Waiter>>>,
 }
 
 impl WaiterQueue {
@@ -78,22 +81,22 @@ impl WaiterQueue {
     pub(crate) fn push_back(&mut self, waiter: Waiter) {
         match self.head {
             None => self.head = Some(waiter),
-            Some(_) => self.rest.push_back(waiter),
+            Some(_) => self.rest.get_or_insert_default().push_back(waiter),
         }
     }
 
     /// Puts `waiter` first (an operation that tried and must wait again keeps its place).
     pub(crate) fn push_front(&mut self, waiter: Waiter) {
         if let Some(old) = self.head.replace(waiter) {
-            self.rest.push_front(old);
+            self.rest.get_or_insert_default().push_front(old);
         }
     }
 
     #[inline(always)]
     pub(crate) fn pop_front(&mut self) -> Option<Waiter> {
         let first = self.head.take()?;
-        if !self.rest.is_empty() {
-            self.head = self.rest.pop_front();
+        if let Some(rest) = &mut self.rest {
+            self.head = rest.pop_front();
         }
         Some(first)
     }
@@ -105,21 +108,21 @@ impl WaiterQueue {
         match &self.head {
             None => None,
             Some(w) if is_it(w) => Some(0),
-            Some(_) => self.rest.iter().position(is_it).map(|i| i + 1),
+            Some(_) => self.rest.as_ref()?.iter().position(is_it).map(|i| i + 1),
         }
     }
 
     pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut Waiter> {
         match index {
             0 => self.head.as_mut(),
-            _ => self.rest.get_mut(index - 1),
+            _ => self.rest.as_mut()?.get_mut(index - 1),
         }
     }
 
     pub(crate) fn remove(&mut self, index: usize) -> Option<Waiter> {
         match index {
             0 => self.pop_front(),
-            _ => self.rest.remove(index - 1),
+            _ => self.rest.as_mut()?.remove(index - 1),
         }
     }
 
@@ -128,7 +131,7 @@ impl WaiterQueue {
         self.head
             .take()
             .into_iter()
-            .chain(std::mem::take(&mut self.rest))
+            .chain(self.rest.take().into_iter().flat_map(|rest| *rest))
     }
 }
 
@@ -330,5 +333,49 @@ impl SourceTable {
     /// Empties the table (service shutdown), returning every source.
     pub(crate) fn drain(&mut self) -> Vec<Source> {
         self.slab.drain().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: u64) -> Waiter {
+        Waiter::Task {
+            id,
+            waker: Waker::noop().clone(),
+        }
+    }
+
+    fn ids(queue: &mut WaiterQueue) -> Vec<u64> {
+        queue
+            .take_all()
+            .map(|w| match w {
+                Waiter::Task { id, .. } => id,
+                Waiter::Callback(_) => u64::MAX,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn waiters_keep_their_order_past_the_first_slot() {
+        let mut queue = WaiterQueue::default();
+        assert!(queue.is_empty());
+        for id in 1..=4 {
+            queue.push_back(task(id));
+        }
+        queue.push_front(task(0));
+        assert_eq!(queue.position_of_task(0), Some(0));
+        assert_eq!(queue.position_of_task(3), Some(3));
+        assert_eq!(queue.position_of_task(9), None);
+        assert!(matches!(queue.remove(2), Some(Waiter::Task { id: 2, .. })));
+        assert!(matches!(
+            queue.pop_front(),
+            Some(Waiter::Task { id: 0, .. })
+        ));
+        assert!(matches!(queue.get_mut(0), Some(Waiter::Task { id: 1, .. })));
+        assert_eq!(ids(&mut queue), [1, 3, 4]);
+        assert!(queue.is_empty());
+        assert!(queue.pop_front().is_none());
     }
 }

@@ -82,6 +82,27 @@ impl<'a> Cx<'a> {
     pub(crate) fn mark_drained(&mut self) {
         self.drained = true;
     }
+    /// The outcome of one read or write of up to `requested` bytes (`Ok(None)`: `EAGAIN`). A short
+    /// count emptied the receive queue (or filled the send buffer): the next operation waits for an
+    /// edge instead of paying for an `EAGAIN` (unless the peer has shut down: see
+    /// `Direction::closed`).
+    #[inline]
+    pub(crate) fn counted(
+        &mut self,
+        res: io::Result<Option<usize>>,
+        requested: usize,
+    ) -> Poll<io::Result<usize>> {
+        match res {
+            Ok(None) => Poll::Pending,
+            Ok(Some(n)) => {
+                if n < requested {
+                    self.mark_drained();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
     /// Do not try again before `delay` has passed, even if no event comes (back-off after `EMFILE`).
     pub(crate) fn retry_after(&mut self, delay: Duration) {
         self.drained = true;
@@ -314,21 +335,31 @@ impl<O: Operation> Op<O> {
         }
         match self.svc.try_on(self.token, fd, op) {
             Poll::Ready(res) => Poll::Ready(self.take_op().finish(res)),
-            Poll::Pending => {
-                let id = self.svc.next_waiter_id();
-                let waiter = Waiter::Task {
-                    id,
-                    waker: cx.waker().clone(),
-                };
-                match self.svc.register(self.token, interest, waiter) {
-                    Ok(epoch) => {
-                        self.svc.watch_fd(fd);
-                        self.state = State::Waiting { id, epoch };
-                        Poll::Pending
-                    }
-                    Err(_) => Poll::Ready(self.take_op().finish(Err(crate::error::closed()))),
-                }
+            Poll::Pending => self.wait_on(interest, fd, cx),
+        }
+    }
+
+    /// Queues this future's waker on its direction, behind the others (its try said `EAGAIN`, or
+    /// its turn on the ring is still to come), and has `fd` watched when it is given; finishes the
+    /// operation with a closed error if the source is gone.
+    fn wait_on(
+        &mut self,
+        interest: Interest,
+        fd: Option<RawFd>,
+        cx: &mut Context<'_>,
+    ) -> Poll<O::Output> {
+        let id = self.svc.next_waiter_id();
+        let waiter = Waiter::Task {
+            id,
+            waker: cx.waker().clone(),
+        };
+        match self.svc.register(self.token, interest, waiter) {
+            Ok(epoch) => {
+                self.svc.watch_fd(fd);
+                self.state = State::Waiting { id, epoch };
+                Poll::Pending
             }
+            Err(_) => Poll::Ready(self.take_op().finish(Err(crate::error::closed()))),
         }
     }
 
@@ -360,19 +391,9 @@ impl<O: Operation> Op<O> {
         if closed {
             return Poll::Ready(op.finish(Err(self.svc.gone_error())));
         }
-        let id = self.svc.next_waiter_id();
-        let waiter = Waiter::Task {
-            id,
-            waker: cx.waker().clone(),
-        };
-        match self.svc.register(self.token, interest, waiter) {
-            Ok(epoch) => {
-                self.op = Some(op);
-                self.state = State::Waiting { id, epoch };
-                Poll::Pending
-            }
-            Err(_) => Poll::Ready(op.finish(Err(crate::error::closed()))),
-        }
+        // Its turn comes when the direction's request finishes: no readiness to watch.
+        self.op = Some(op);
+        self.wait_on(interest, None, cx)
     }
 }
 

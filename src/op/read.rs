@@ -36,18 +36,8 @@ impl<B: IoBufMut> Operation for ReadSome<B> {
 
     fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let total = self.buf.bytes_total();
-        match read_into(cx, &mut self.buf, 0) {
-            Ok(None) => Poll::Pending,
-            Ok(Some(n)) => {
-                // A short read emptied the socket: the next read waits for an edge instead of paying
-                // for an EAGAIN (unless the peer has shut down: see `Direction::closed`).
-                if n < total {
-                    cx.mark_drained();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        let res = read_into(cx, &mut self.buf, 0);
+        cx.counted(res, total)
     }
 
     fn finish(self, res: io::Result<Self::Value>) -> Self::Output {

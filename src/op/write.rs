@@ -40,17 +40,8 @@ impl<B: IoBuf> Operation for WriteSome<B> {
     }
 
     fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
-        let len = self.buf.bytes_init();
-        match send(cx, self.buf.as_slice()) {
-            Ok(None) => Poll::Pending,
-            Ok(Some(n)) => {
-                if n < len {
-                    cx.mark_drained();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        let res = send(cx, self.buf.as_slice());
+        cx.counted(res, self.buf.bytes_init())
     }
 
     fn finish(self, res: io::Result<Self::Value>) -> Self::Output {

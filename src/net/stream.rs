@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::Shutdown;
+use std::ops::ControlFlow;
 use std::os::fd::{OwnedFd, RawFd};
 
 use socket2::{Domain, Socket, Type};
@@ -19,9 +20,10 @@ use crate::net::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
 use crate::net::options::socket_options;
 use crate::net::socket::SocketCore;
+use crate::op::read_each::ReadEach;
 use crate::op::{
-    Connect, Dial, DialAny, Op, ReadExact, ReadSome, ReadVectored, RecvFds, SendFds, WriteAll,
-    WriteSome, WriteVectored,
+    Connect, Dial, DialAny, Interest, Op, ReadExact, ReadSome, ReadVectored, RecvFds, SendFds,
+    WriteAll, WriteSome, WriteVectored,
 };
 
 /// A stream socket (TCP or Unix) bound to a loop.
@@ -245,6 +247,106 @@ impl StreamSocket {
     /// Writes every initialised byte of the buffer (booster's `async_write`).
     pub fn write_all<B: IoBuf>(&self, buf: B) -> Op<WriteAll<B>> {
         Op::new(self.core.svc(), self.core.token(), WriteAll::new(buf))
+    }
+
+    /// Reads chunk after chunk into `buf`, handing each to `handler`, until the handler returns
+    /// [`ControlFlow::Break`], the stream ends or an error comes (libuv's `uv_read_start`).
+    ///
+    /// `handler` gets `Ok(chunk)` for each read (the bytes at the start of `buf`, valid for the
+    /// call), then once `Ok(&[])` at the end of the stream or `Err(e)` on an error, a `cancel()` or
+    /// a `close()` (`ECANCELED`), after which it is dropped. It runs on the loop, never inside this
+    /// call. One operation serves every chunk: no allocation per read. With
+    /// [`try_write`](StreamSocket::try_write) it makes the cheapest echo; to write more than the
+    /// socket takes at once, break, write the rest with [`write_all`](StreamSocket::write_all) and
+    /// call `read_each` again from its handler.
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use aio::{IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let (a, b) = StreamSocket::pair(&svc)?;
+    /// let got = Rc::new(RefCell::new(Vec::new()));
+    /// b.read_each(vec![0u8; 4096], {
+    ///     let got = got.clone();
+    ///     move |res| match res {
+    ///         Ok(chunk) if !chunk.is_empty() => {
+    ///             got.borrow_mut().extend_from_slice(chunk);
+    ///             ControlFlow::Continue(())
+    ///         }
+    ///         _ => ControlFlow::Break(()), // end of stream (or an error)
+    ///     }
+    /// });
+    /// a.write_all(b"hello".to_vec()).then(move |(res, _)| {
+    ///     res.expect("write");
+    ///     drop(a); // end of stream for `b`
+    /// });
+    /// svc.run_until_done()?;
+    /// assert_eq!(*got.borrow(), b"hello");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read_each<B, F>(&self, buf: B, handler: F)
+    where
+        B: IoBufMut,
+        F: FnMut(io::Result<&[u8]>) -> ControlFlow<()> + 'static,
+    {
+        ReadEach::start(self.core.svc(), self.core.token(), buf, handler);
+    }
+
+    /// Reads what is there now into `buf`, without waiting: the count (`0`: end of stream), or
+    /// `WouldBlock` when nothing is there, or a read is already pending on the socket (it goes
+    /// first).
+    ///
+    /// # Errors
+    /// `WouldBlock` as above, `NotConnected` if closed, or what the kernel reports.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let len = buf.len();
+        self.core
+            .svc()
+            .try_now(self.core.token(), Interest::Read, len, |fd| {
+                loop {
+                    match rustix::io::read(fd, &mut *buf) {
+                        Ok(n) => return Ok(Some(n)),
+                        Err(rustix::io::Errno::INTR) => continue,
+                        Err(rustix::io::Errno::AGAIN) => return Ok(None),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            })
+    }
+
+    /// Writes what the socket takes now of `data`, without waiting: the count (perhaps short), or
+    /// `WouldBlock` when its send buffer is full, or a write is already pending on the socket (it
+    /// goes first, so bytes keep their order). Never raises `SIGPIPE`.
+    ///
+    /// ```
+    /// use aio::{IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let (a, b) = StreamSocket::pair(&svc)?;
+    /// assert_eq!(a.try_write(b"ping")?, 4);
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(b.try_read(&mut buf)?, 4);
+    /// assert_eq!(&buf[..4], b"ping");
+    /// assert_eq!(b.try_read(&mut buf).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `WouldBlock` as above, `NotConnected` if closed, or what the kernel reports (`BrokenPipe`
+    /// after the peer closed).
+    pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        self.core
+            .svc()
+            .try_now(self.core.token(), Interest::Write, data.len(), |fd| {
+                loop {
+                    match rustix::net::send(fd, data, rustix::net::SendFlags::NOSIGNAL) {
+                        Ok(n) => return Ok(Some(n)),
+                        Err(rustix::io::Errno::INTR) => continue,
+                        Err(rustix::io::Errno::AGAIN) => return Ok(None),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            })
     }
 
     /// Writes several buffers in order (gather), as much as the socket takes now.

@@ -22,6 +22,7 @@ mod datagram;
 mod dial_any;
 mod fd_passing;
 mod read;
+pub(crate) mod read_each;
 mod ready;
 pub(crate) mod ring;
 mod write;
@@ -508,45 +509,71 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
 
     fn start(svc: &LocalHandle, token: Token, op: O, handler: F, counted: bool) {
         let interest = op.interest();
-        let Some(mut boxed) = Self::boxed(svc, token, op, handler, counted, None) else {
+        let needs_ready = op.needs_ready();
+        let Some(boxed) = Self::boxed(svc, token, op, handler, counted, None) else {
             return;
         };
         if O::RING && svc.ring_mode() {
             ring::start_callback(svc, token, interest, boxed);
             return;
         }
-        // One look at the source decides: queue the operation at once when its direction is known not
-        // ready (no syscall, no second lookup), or try it.
-        let fd = {
-            let mut sources = svc.inner.sources.borrow_mut();
-            let Some(source) = sources.get_mut(token) else {
+        start_boxed(svc, token, interest, needs_ready, None, boxed);
+    }
+}
+
+/// Starts a boxed callback operation on a readiness backend. One look at the source decides: the
+/// operation is queued at once when its direction is known not ready (no syscall, no second
+/// lookup), or tried; its handler never runs here (a finished try queues it as a job).
+///
+/// `epoch`: the source's cancel epoch the operation belongs to, for one that starts again after its
+/// handler ran (a persistent read): if `cancel()` or `close()` came meanwhile, it completes with
+/// `ECANCELED` instead.
+#[inline(always)]
+pub(crate) fn start_boxed<T: ReadyOp + 'static>(
+    svc: &LocalHandle,
+    token: Token,
+    interest: Interest,
+    needs_ready: bool,
+    epoch: Option<u32>,
+    mut boxed: Box<T>,
+) {
+    let fd = {
+        let mut sources = svc.inner.sources.borrow_mut();
+        let source = match sources.get_mut(token) {
+            Some(source) if epoch.is_none_or(|e| e == source.cancel_epoch) => source,
+            found => {
+                let cancelled = found.is_some() || epoch.is_some();
                 drop(sources);
-                boxed.result = Some(Err(svc.gone_error()));
+                boxed.cancel(if cancelled {
+                    crate::error::cancelled()
+                } else {
+                    svc.gone_error()
+                });
                 svc.push_job(Job::Op(boxed));
                 return;
-            };
-            let fd = source.fd.raw();
-            let dir = source.dir_mut(interest);
-            if boxed.op.as_ref().is_some_and(O::needs_ready) && !dir.ready {
-                dir.push_waiter(Waiter::Callback(boxed));
-                drop(sources);
-                svc.watch_fd(fd);
-                return;
             }
-            fd
         };
-        if boxed.retry(svc, fd) {
-            svc.push_job(Job::Op(boxed));
+        let fd = source.fd.raw();
+        let dir = source.dir_mut(interest);
+        if needs_ready && !dir.ready {
+            dir.push_waiter(Waiter::Callback(boxed));
+            drop(sources);
+            svc.watch_fd(fd);
             return;
         }
-        match svc.register(token, interest, Waiter::Callback(boxed)) {
-            Ok(_) => svc.watch_fd(fd),
-            Err(Waiter::Callback(mut boxed)) => {
-                boxed.cancel(crate::error::closed());
-                svc.push_job(Job::Op(boxed));
-            }
-            Err(Waiter::Task { .. }) => {}
+        fd
+    };
+    if boxed.retry(svc, fd) {
+        svc.push_job(Job::Op(boxed));
+        return;
+    }
+    match svc.register(token, interest, Waiter::Callback(boxed)) {
+        Ok(_) => svc.watch_fd(fd),
+        Err(Waiter::Callback(mut boxed)) => {
+            boxed.cancel(crate::error::closed());
+            svc.push_job(Job::Op(boxed));
         }
+        Err(Waiter::Task { .. }) => {}
     }
 }
 

@@ -22,6 +22,11 @@ impl<B: IoBufMut> ReadSome<B> {
     pub(crate) fn new(buf: B) -> Self {
         ReadSome { buf }
     }
+
+    /// The buffer, with what the last read put at its start.
+    pub(crate) fn buf(&self) -> &B {
+        &self.buf
+    }
 }
 
 impl<B> sealed::Sealed for ReadSome<B> {}

@@ -6,6 +6,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use super::source::{FdSlot, Source, Waiter};
 use super::{Job, LocalHandle, executor, shared};
 use crate::driver::{Driver, Token};
+use crate::op::Interest;
 
 impl LocalHandle {
     /// Registers a source with the loop; the table owns its fd from now on (or borrows it, when
@@ -121,6 +122,40 @@ impl LocalHandle {
             .and_then(|s| s.fd.fd())
             .ok_or_else(crate::error::closed)?;
         f(fd)
+    }
+
+    /// A read or write of up to `requested` bytes tried once, now (`try_read`, `try_write`): the
+    /// count, or `WouldBlock` when the kernel says `EAGAIN` or an operation already waits on that
+    /// direction (it goes first: bytes keep their order). Updates the direction's readiness as an
+    /// operation's try does.
+    pub(crate) fn try_now(
+        &self,
+        token: Token,
+        interest: Interest,
+        requested: usize,
+        io: impl FnOnce(BorrowedFd<'_>) -> io::Result<Option<usize>>,
+    ) -> io::Result<usize> {
+        let mut sources = self.inner.sources.borrow_mut();
+        let source = sources.get_mut(token).ok_or_else(crate::error::closed)?;
+        let dir = source.dir(interest);
+        if !dir.waiters.is_empty() || dir.inflight().is_some() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        // The table stays borrowed, so the fd stays open; `io` is a syscall, no user code.
+        let res = io(source.fd.fd().ok_or_else(crate::error::closed)?);
+        match res {
+            Ok(Some(n)) => {
+                if n < requested && source.drain_hint_holds(interest) {
+                    source.dir_mut(interest).ready = false;
+                }
+                Ok(n)
+            }
+            Ok(None) => {
+                source.dir_mut(interest).ready = false;
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) fn owned_fd(fd: FdSlot) -> Option<OwnedFd> {

@@ -10,9 +10,10 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::report::{idle_median, med, syscalls_median};
 use crate::{Results, Settings};
 
-const COLORS: [RGBColor; 7] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(90, 90, 90),    // C
     RGBColor(214, 39, 40),   // aio callbacks
+    RGBColor(247, 129, 191), // aio callbacks, persistent read
     RGBColor(255, 127, 14),  // aio async
     RGBColor(31, 119, 180),  // tokio
     RGBColor(44, 160, 44),   // Asio
@@ -24,6 +25,7 @@ fn short(key: &str) -> &str {
     match key {
         "c" => "C epoll",
         "aio" => "aio cb",
+        "aio-stream" => "aio each",
         "aio-async" => "aio async",
         "tokio" => "tokio",
         "asio" => "Asio",
@@ -37,6 +39,7 @@ fn color(key: &str) -> RGBColor {
     let i = [
         "c",
         "aio",
+        "aio-stream",
         "aio-async",
         "tokio",
         "asio",

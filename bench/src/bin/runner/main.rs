@@ -49,7 +49,7 @@ pub struct Cli {
     /// Seconds of warm-up before each measured phase.
     #[arg(long)]
     pub warmup: Option<f64>,
-    /// Only these servers (comma-separated keys: c, aio, aio-async, tokio, asio, libuv, aio-uring:
+    /// Only these servers (comma-separated keys: c, aio, aio-stream, aio-async, tokio, asio, libuv, aio-uring:
     /// the callback server on aio's io_uring backend).
     #[arg(long, value_delimiter = ',')]
     pub servers: Option<Vec<String>>,
@@ -120,9 +120,14 @@ const fn server(key: &'static str, label: &'static str, path: &'static str) -> S
     }
 }
 
-pub const SERVERS: [ServerDef; 7] = [
+pub const SERVERS: [ServerDef; 8] = [
     server("c", "C epoll (floor)", "bench/target/servers/c_epoll"),
     server("aio", "aio callbacks", "bench/target/release/aio_echo"),
+    server(
+        "aio-stream",
+        "aio callbacks, persistent read",
+        "bench/target/release/aio_echo_stream",
+    ),
     server(
         "aio-async",
         "aio async/await",

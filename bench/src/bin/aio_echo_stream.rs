@@ -1,0 +1,62 @@
+//! The aio echo server in callback style with a persistent read (libuv's model, as the libuv server
+//! here is written): `read_each` hands every chunk to one handler, which writes it back at once with
+//! `try_write`; only when the socket takes less does it stop reading, write the rest with
+//! `write_all` and read again. Same command line as the other servers (see the crate docs).
+
+use std::ops::ControlFlow;
+use std::rc::Rc;
+
+use aio::{Acceptor, StreamSocket};
+
+fn echo(socket: Rc<StreamSocket>, buffer: usize) {
+    let writer = socket.clone();
+    socket.read_each(vec![0; buffer], move |res| {
+        let Ok(chunk) = res else {
+            return ControlFlow::Break(()); // error: the socket closes with the last Rc
+        };
+        if chunk.is_empty() {
+            return ControlFlow::Break(()); // end of stream
+        }
+        let written = match writer.try_write(chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(_) => return ControlFlow::Break(()),
+        };
+        if written == chunk.len() {
+            return ControlFlow::Continue(());
+        }
+        // The send buffer is full: write the rest, then read again.
+        let socket = writer.clone();
+        writer
+            .write_all(chunk[written..].to_vec())
+            .then(move |(res, _)| {
+                if res.is_ok() {
+                    echo(socket, buffer);
+                }
+            });
+        ControlFlow::Break(())
+    });
+}
+
+fn accept(acceptor: Rc<Acceptor>, buffer: usize) {
+    acceptor.clone().accept().then(move |res| {
+        match res {
+            Ok((socket, _peer)) => {
+                let _ = socket.set_nodelay(true); // fails on Unix sockets: nothing to set there
+                echo(Rc::new(socket), buffer);
+            }
+            Err(e) if aio::is_cancelled(&e) => return,
+            Err(e) => eprintln!("aio_echo_stream: accept: {e}"),
+        }
+        accept(acceptor, buffer);
+    });
+}
+
+fn main() {
+    let args = aio_bench::server_args("aio_echo_stream");
+    let (svc, acceptor) = aio_bench::aio_server("aio_echo_stream", &args.endpoint);
+    let acceptor = Rc::new(acceptor);
+    accept(acceptor.clone(), args.buffer);
+    svc.run().expect("event loop");
+    acceptor.close();
+}

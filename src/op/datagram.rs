@@ -145,6 +145,8 @@ impl<B: IoBufMut> Operation for RecvDatagram<B> {
     type Output = (io::Result<RecvMeta>, B);
     type Value = RecvMeta;
 
+    const TRY_USES_LOOP: bool = false;
+
     fn interest(&self) -> Interest {
         Interest::Read
     }

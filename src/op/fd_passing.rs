@@ -110,6 +110,8 @@ impl<B: IoBuf> Operation for SendFds<B> {
     type Output = (io::Result<usize>, B);
     type Value = usize;
 
+    const TRY_USES_LOOP: bool = false;
+
     fn interest(&self) -> Interest {
         Interest::Write
     }
@@ -217,6 +219,8 @@ impl<B> sealed::Sealed for RecvFds<B> {}
 impl<B: IoBufMut> Operation for RecvFds<B> {
     type Output = (io::Result<ReceivedFds>, B);
     type Value = ReceivedFds;
+
+    const TRY_USES_LOOP: bool = false;
 
     fn interest(&self) -> Interest {
         Interest::Read

@@ -48,7 +48,7 @@ use crate::LocalHandle;
 use crate::driver::Token;
 pub use crate::driver::uring::RingEntry;
 use crate::service::Job;
-use crate::service::source::Waiter;
+use crate::service::source::{Source, Waiter};
 
 /// A direction of readiness an operation waits for.
 #[doc(hidden)]
@@ -62,7 +62,8 @@ pub enum Interest {
 #[doc(hidden)]
 pub struct Cx<'a> {
     fd: Option<BorrowedFd<'a>>,
-    svc: &'a LocalHandle,
+    /// `None` for a try made under the source table's borrow (see [`Operation::TRY_USES_LOOP`]).
+    svc: Option<&'a LocalHandle>,
     token: Token,
     drained: bool,
     retry_after: Option<Duration>,
@@ -75,8 +76,11 @@ impl<'a> Cx<'a> {
         self.fd
             .expect("an fd operation on a source without an fd (a timer or completion)")
     }
+    /// The loop, for a try that registers sources or timers: only operations whose
+    /// [`TRY_USES_LOOP`](Operation::TRY_USES_LOOP) is true may call this.
     pub(crate) fn svc(&self) -> &'a LocalHandle {
         self.svc
+            .expect("an operation that uses the loop in its try declares TRY_USES_LOOP")
     }
     /// The syscall showed the direction is now empty (a short read): the next operation waits for an
     /// event instead of trying first.
@@ -134,6 +138,11 @@ pub trait Operation: sealed::Sealed + Unpin + Sized + 'static {
     fn needs_ready(&self) -> bool {
         true
     }
+    /// Whether a try may use the loop (register an accepted socket, arm a back-off). One that does
+    /// not (a read, a write) is tried under the borrow of the source table that found its fd, and
+    /// its readiness updated there: one lookup per try instead of two.
+    #[doc(hidden)]
+    const TRY_USES_LOOP: bool = true;
     /// One try: `Pending` when the kernel said `EAGAIN` (wait for the direction to become ready,
     /// then try again).
     #[doc(hidden)]
@@ -319,11 +328,18 @@ impl<O: Operation> Op<O> {
         }
         // On the ring, an operation's turn is all it waits for: the kernel waits for readiness.
         let needs_ready = op.needs_ready() && !on_ring;
-        let fd = match self
-            .svc
-            .look(self.token, interest, needs_ready, waiting, cx.waker())
-        {
+        // A read or write is tried inside the look, under one borrow of the table.
+        let try_here = (!O::TRY_USES_LOOP && !on_ring).then_some(&mut *op);
+        let fd = match self.svc.look(
+            self.token,
+            interest,
+            needs_ready,
+            waiting,
+            cx.waker(),
+            try_here,
+        ) {
             Look::Try(fd) => fd,
+            Look::Done(res) => return Poll::Ready(self.take_op().finish(res)),
             Look::Wait(id, epoch) => {
                 self.state = State::Waiting { id, epoch };
                 return Poll::Pending;
@@ -399,9 +415,11 @@ impl<O: Operation> Op<O> {
 }
 
 /// What one look at its source tells a polled future (see `LocalHandle::look`).
-enum Look {
+enum Look<V> {
     /// Try the operation now, on this fd.
     Try(Option<RawFd>),
+    /// Tried inside the look (an operation whose try does not use the loop): finished.
+    Done(io::Result<V>),
     /// Its waker waits (still, or queued now), under this id and cancel epoch.
     Wait(u64, u32),
     /// Finish without trying (source gone, or cancelled).
@@ -445,6 +463,9 @@ pub(crate) trait ReadyOp {
     /// Tries again after an event made its direction ready, on the fd the loop looked up with that
     /// event (`None` for a virtual source); true once finished (the result is stored for `complete`).
     fn retry(&mut self, svc: &LocalHandle, fd: Option<RawFd>) -> bool;
+    /// [`retry`](ReadyOp::retry) under the borrow of the table that found `source`, for an
+    /// operation whose try does not use the loop; `None` (nothing tried) for one whose try does.
+    fn retry_in(&mut self, source: &mut Source) -> Option<bool>;
     /// How many jobs the loop had queued when the operation started (`LocalHandle::jobs_queued`).
     fn queued_before(&self) -> u64;
     /// Stores `err` as the result (cancellation).
@@ -561,7 +582,22 @@ pub(crate) fn start_boxed<T: ReadyOp + 'static>(
             svc.watch_fd(fd);
             return;
         }
-        fd
+        match boxed.retry_in(source) {
+            Some(true) => {
+                drop(sources);
+                svc.push_job(Job::Op(boxed));
+                return;
+            }
+            Some(false) => {
+                source
+                    .dir_mut(interest)
+                    .push_waiter(Waiter::Callback(boxed));
+                drop(sources);
+                svc.watch_fd(fd);
+                return;
+            }
+            None => fd,
+        }
     };
     if boxed.retry(svc, fd) {
         svc.push_job(Job::Op(boxed));
@@ -589,6 +625,23 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
                 true
             }
             Poll::Pending => false,
+        }
+    }
+
+    #[inline]
+    fn retry_in(&mut self, source: &mut Source) -> Option<bool> {
+        if O::TRY_USES_LOOP {
+            return None;
+        }
+        let (None, Some(op)) = (&self.result, &mut self.op) else {
+            return Some(true);
+        };
+        match LocalHandle::try_in(self.token, source, op) {
+            Poll::Ready(res) => {
+                self.result = Some(res);
+                Some(true)
+            }
+            Poll::Pending => Some(false),
         }
     }
 
@@ -670,7 +723,7 @@ impl LocalHandle {
         let fd = fd.map(|raw| unsafe { BorrowedFd::borrow_raw(raw) });
         let mut cx = Cx {
             fd,
-            svc: self,
+            svc: Some(self),
             token,
             drained: false,
             retry_after: None,
@@ -688,6 +741,33 @@ impl LocalHandle {
         }
         if let Some(delay) = cx.retry_after {
             self.wake_after(token, interest, delay);
+        }
+        step
+    }
+
+    /// [`try_on`](LocalHandle::try_on) for an operation whose try does not use the loop
+    /// ([`Operation::TRY_USES_LOOP`] false), under the borrow of the table that found `source`.
+    #[inline]
+    pub(crate) fn try_in<O: Operation>(
+        token: Token,
+        source: &mut Source,
+        op: &mut O,
+    ) -> Poll<io::Result<O::Value>> {
+        debug_assert!(!O::TRY_USES_LOOP);
+        let interest = op.interest();
+        let (step, drained) = {
+            let mut cx = Cx {
+                fd: source.fd.fd(),
+                svc: None,
+                token,
+                drained: false,
+                retry_after: None,
+            };
+            let step = op.attempt(&mut cx);
+            (step, cx.drained)
+        };
+        if step.is_pending() || (drained && source.drain_hint_holds(interest)) {
+            source.dir_mut(interest).ready = false;
         }
         step
     }
@@ -724,14 +804,19 @@ impl LocalHandle {
     /// waiter's id and the cancel epoch it registered under; `None` for a first poll), cancelled, or
     /// still queued (its waker refreshed), and, for one that may go on, whether its direction is known
     /// not ready (and `needs_ready`), in which case its waker is queued at once, without trying.
-    fn look(
+    ///
+    /// With `try_here` (an operation whose try does not use the loop), one that may go on and whose
+    /// direction may be ready is tried right there, under the same borrow, and queued there if the
+    /// kernel says `EAGAIN`.
+    fn look<O: Operation>(
         &self,
         token: Token,
         interest: Interest,
         needs_ready: bool,
         waiting: Option<(u64, u32)>,
         waker: &std::task::Waker,
-    ) -> Look {
+        try_here: Option<&mut O>,
+    ) -> Look<O::Value> {
         let mut sources = self.inner.sources.borrow_mut();
         let Some(source) = sources.get_mut(token) else {
             drop(sources);
@@ -762,16 +847,23 @@ impl LocalHandle {
         }
         let fd = source.fd.raw();
         let epoch = source.cancel_epoch;
-        let dir = source.dir_mut(interest);
-        if needs_ready && !dir.ready {
-            let id = self.next_waiter_id();
-            dir.push_waiter(Waiter::Task {
-                id,
-                waker: waker.clone(),
-            });
-            self.watch_fd(fd);
-            return Look::Wait(id, epoch);
+        let must_wait = match try_here {
+            _ if needs_ready && !source.dir(interest).ready => true,
+            Some(op) => match Self::try_in(token, source, op) {
+                Poll::Ready(res) => return Look::Done(res),
+                Poll::Pending => true,
+            },
+            None => false,
+        };
+        if !must_wait {
+            return Look::Try(fd);
         }
-        Look::Try(fd)
+        let id = self.next_waiter_id();
+        source.dir_mut(interest).push_waiter(Waiter::Task {
+            id,
+            waker: waker.clone(),
+        });
+        self.watch_fd(fd);
+        Look::Wait(id, epoch)
     }
 }

@@ -35,6 +35,8 @@ impl<B: IoBufMut> Operation for ReadSome<B> {
     type Output = (io::Result<usize>, B);
     type Value = usize;
 
+    const TRY_USES_LOOP: bool = false;
+
     fn interest(&self) -> Interest {
         Interest::Read
     }
@@ -94,6 +96,8 @@ impl<B> sealed::Sealed for ReadExact<B> {}
 impl<B: IoBufMut> Operation for ReadExact<B> {
     type Output = (io::Result<()>, B);
     type Value = ();
+
+    const TRY_USES_LOOP: bool = false;
 
     fn interest(&self) -> Interest {
         Interest::Read
@@ -201,6 +205,8 @@ impl<B> sealed::Sealed for ReadVectored<B> {}
 impl<B: IoBufMut> Operation for ReadVectored<B> {
     type Output = (io::Result<usize>, Vec<B>);
     type Value = usize;
+
+    const TRY_USES_LOOP: bool = false;
 
     fn interest(&self) -> Interest {
         Interest::Read

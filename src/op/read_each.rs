@@ -16,6 +16,7 @@ use crate::LocalHandle;
 use crate::buf::IoBufMut;
 use crate::driver::Token;
 use crate::service::Job;
+use crate::service::source::Source;
 
 /// The persistent read as the loop stores it: in its direction's line while it waits, in the ready
 /// queue while a chunk (or its end) waits to be handed over.
@@ -89,6 +90,20 @@ where
                 true
             }
             Poll::Pending => false,
+        }
+    }
+
+    #[inline]
+    fn retry_in(&mut self, source: &mut Source) -> Option<bool> {
+        if self.pending.is_some() {
+            return Some(true);
+        }
+        match LocalHandle::try_in(self.token, source, &mut self.read) {
+            Poll::Ready(res) => {
+                self.pending = Some(res);
+                Some(true)
+            }
+            Poll::Pending => Some(false),
         }
     }
 

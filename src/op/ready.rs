@@ -30,6 +30,8 @@ impl Operation for Ready {
     type Output = io::Result<()>;
     type Value = ();
 
+    const TRY_USES_LOOP: bool = false;
+
     fn interest(&self) -> Interest {
         self.interest
     }

@@ -271,7 +271,7 @@ impl LocalHandle {
         // finished all the same and its direction freed, and the panic goes on out of the loop.
         let mut cx = Cx {
             fd: None,
-            svc: self,
+            svc: Some(self),
             token,
             drained: false,
             retry_after: None,

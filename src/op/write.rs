@@ -35,6 +35,8 @@ impl<B: IoBuf> Operation for WriteSome<B> {
     type Output = (io::Result<usize>, B);
     type Value = usize;
 
+    const TRY_USES_LOOP: bool = false;
+
     fn interest(&self) -> Interest {
         Interest::Write
     }
@@ -89,6 +91,8 @@ impl<B> sealed::Sealed for WriteAll<B> {}
 impl<B: IoBuf> Operation for WriteAll<B> {
     type Output = (io::Result<()>, B);
     type Value = ();
+
+    const TRY_USES_LOOP: bool = false;
 
     fn interest(&self) -> Interest {
         Interest::Write
@@ -166,6 +170,8 @@ impl<B> sealed::Sealed for WriteVectored<B> {}
 impl<B: IoBuf> Operation for WriteVectored<B> {
     type Output = (io::Result<usize>, Vec<B>);
     type Value = usize;
+
+    const TRY_USES_LOOP: bool = false;
 
     fn interest(&self) -> Interest {
         Interest::Write

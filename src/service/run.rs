@@ -228,7 +228,7 @@ impl LocalHandle {
         loop {
             // Only the first waiter popped may run its handler here (see above).
             let sole = first;
-            let (waiter, more, fd) = {
+            let (waiter, more, fd, tried) = {
                 let mut sources = self.inner.sources.borrow_mut();
                 let Some(source) = sources.get_mut(token) else {
                     return;
@@ -241,16 +241,27 @@ impl LocalHandle {
                 } else if !dir.ready {
                     return;
                 }
-                match dir.waiters.pop_front() {
-                    Some(w) => (w, !dir.waiters.is_empty(), fd),
-                    None => return,
-                }
+                let Some(mut waiter) = dir.waiters.pop_front() else {
+                    return;
+                };
+                let more = !dir.waiters.is_empty();
+                // A read or write tries here, under this borrow: one lookup for the try and the
+                // readiness it finds.
+                let tried = match &mut waiter {
+                    Waiter::Callback(op) => op.retry_in(source),
+                    Waiter::Task { .. } => None,
+                };
+                (waiter, more, fd, tried)
             };
             match waiter {
                 Waiter::Task { waker, .. } => waker.wake(),
                 Waiter::Callback(mut op) => {
                     // The fd was read under the borrow just released, and nothing ran since.
-                    if op.retry(self, fd) {
+                    let done = match tried {
+                        Some(done) => done,
+                        None => op.retry(self, fd),
+                    };
+                    if done {
                         if inline
                             && sole
                             && !more

@@ -27,6 +27,7 @@ pub(crate) enum FdSlot {
 }
 
 impl FdSlot {
+    #[inline]
     pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
             FdSlot::Owned(fd) => Some(fd.as_fd()),

@@ -9,8 +9,9 @@
 
 use std::ffi::OsString;
 use std::process::exit;
+use std::rc::Rc;
 
-use aio::{Acceptor, Endpoint, IoDevice, IoService};
+use aio::{Acceptor, Endpoint, IoDevice, IoService, StreamSocket};
 
 /// The parsed command line of an echo server.
 pub struct ServerArgs {
@@ -77,4 +78,26 @@ pub fn aio_server(program: &str, endpoint: &str) -> (IoService, Acceptor) {
         });
     }
     (svc, acceptor)
+}
+
+/// The aio callback servers' accept loop: every accepted socket gets `TCP_NODELAY` (where there is
+/// such a thing) and goes to `serve` with the scenario's buffer size; stops when the acceptor is
+/// closed.
+pub fn accept_each(
+    program: &'static str,
+    acceptor: Rc<Acceptor>,
+    buffer: usize,
+    serve: fn(Rc<StreamSocket>, usize),
+) {
+    acceptor.clone().accept().then(move |res| {
+        match res {
+            Ok((socket, _peer)) => {
+                let _ = socket.set_nodelay(true); // fails on Unix sockets: nothing to set there
+                serve(Rc::new(socket), buffer);
+            }
+            Err(e) if aio::is_cancelled(&e) => return,
+            Err(e) => eprintln!("{program}: accept: {e}"),
+        }
+        accept_each(program, acceptor, buffer, serve);
+    });
 }

@@ -480,6 +480,18 @@ pub(crate) trait ReadyOp {
     fn on_cqe(&mut self, res: i32, cx: &mut Cx<'_>) -> bool;
 }
 
+/// Keeps a try's outcome for `complete`: true once finished (`Pending` keeps nothing).
+#[inline(always)]
+pub(crate) fn settle<V>(slot: &mut Option<io::Result<V>>, step: Poll<io::Result<V>>) -> bool {
+    match step {
+        Poll::Ready(res) => {
+            *slot = Some(res);
+            true
+        }
+        Poll::Pending => false,
+    }
+}
+
 /// A callback operation: boxed once when it starts, it stays in that block (tried in place) until
 /// its handler runs.
 struct CallbackOp<O: Operation, F> {
@@ -619,13 +631,8 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
         let (None, Some(op)) = (&self.result, &mut self.op) else {
             return true;
         };
-        match svc.try_on(self.token, fd, op) {
-            Poll::Ready(res) => {
-                self.result = Some(res);
-                true
-            }
-            Poll::Pending => false,
-        }
+        let step = svc.try_on(self.token, fd, op);
+        settle(&mut self.result, step)
     }
 
     #[inline]
@@ -636,13 +643,8 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
         let (None, Some(op)) = (&self.result, &mut self.op) else {
             return Some(true);
         };
-        match LocalHandle::try_in(self.token, source, op) {
-            Poll::Ready(res) => {
-                self.result = Some(res);
-                Some(true)
-            }
-            Poll::Pending => Some(false),
-        }
+        let step = LocalHandle::try_in(self.token, source, op);
+        Some(settle(&mut self.result, step))
     }
 
     fn queued_before(&self) -> u64 {
@@ -670,13 +672,8 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
         let (None, Some(op)) = (&self.result, &mut self.op) else {
             return true;
         };
-        match op.complete(res, cx) {
-            Poll::Ready(res) => {
-                self.result = Some(res);
-                true
-            }
-            Poll::Pending => false,
-        }
+        let step = op.complete(res, cx);
+        settle(&mut self.result, step)
     }
 
     fn complete(mut self: Box<Self>, svc: &LocalHandle) {

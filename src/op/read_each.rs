@@ -9,9 +9,8 @@
 use std::io;
 use std::ops::ControlFlow;
 use std::os::fd::RawFd;
-use std::task::Poll;
 
-use super::{Cx, Interest, ReadSome, ReadyOp, RingEntry, start_boxed};
+use super::{Cx, Interest, ReadSome, ReadyOp, RingEntry, settle, start_boxed};
 use crate::LocalHandle;
 use crate::buf::IoBufMut;
 use crate::driver::Token;
@@ -84,13 +83,8 @@ where
         if self.pending.is_some() {
             return true;
         }
-        match svc.try_on(self.token, fd, &mut self.read) {
-            Poll::Ready(res) => {
-                self.pending = Some(res);
-                true
-            }
-            Poll::Pending => false,
-        }
+        let step = svc.try_on(self.token, fd, &mut self.read);
+        settle(&mut self.pending, step)
     }
 
     #[inline]
@@ -98,13 +92,8 @@ where
         if self.pending.is_some() {
             return Some(true);
         }
-        match LocalHandle::try_in(self.token, source, &mut self.read) {
-            Poll::Ready(res) => {
-                self.pending = Some(res);
-                Some(true)
-            }
-            Poll::Pending => Some(false),
-        }
+        let step = LocalHandle::try_in(self.token, source, &mut self.read);
+        Some(settle(&mut self.pending, step))
     }
 
     fn queued_before(&self) -> u64 {

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use aio::{Acceptor, IoBuf, StreamSocket};
+use aio::{IoBuf, StreamSocket};
 
 /// Reads, writes back what was read, reads again. Each handler owns the session's `Rc`, so the
 /// session lives exactly while an operation is pending.
@@ -25,25 +25,13 @@ fn echo(socket: Rc<StreamSocket>, buf: Vec<u8>) {
         });
 }
 
-fn accept(acceptor: Rc<Acceptor>, buffer: usize) {
-    acceptor.clone().accept().then(move |res| {
-        match res {
-            Ok((socket, _peer)) => {
-                let _ = socket.set_nodelay(true); // fails on Unix sockets: nothing to set there
-                echo(Rc::new(socket), vec![0; buffer]);
-            }
-            Err(e) if aio::is_cancelled(&e) => return,
-            Err(e) => eprintln!("aio_echo: accept: {e}"),
-        }
-        accept(acceptor, buffer);
-    });
-}
-
 fn main() {
     let args = aio_bench::server_args("aio_echo");
     let (svc, acceptor) = aio_bench::aio_server("aio_echo", &args.endpoint);
     let acceptor = Rc::new(acceptor);
-    accept(acceptor.clone(), args.buffer);
+    aio_bench::accept_each("aio_echo", acceptor.clone(), args.buffer, |socket, size| {
+        echo(socket, vec![0; size])
+    });
     svc.run().expect("event loop");
     acceptor.close();
 }

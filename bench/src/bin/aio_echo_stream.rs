@@ -6,7 +6,7 @@
 use std::ops::ControlFlow;
 use std::rc::Rc;
 
-use aio::{Acceptor, StreamSocket};
+use aio::StreamSocket;
 
 fn echo(socket: Rc<StreamSocket>, buffer: usize) {
     let writer = socket.clone();
@@ -38,25 +38,11 @@ fn echo(socket: Rc<StreamSocket>, buffer: usize) {
     });
 }
 
-fn accept(acceptor: Rc<Acceptor>, buffer: usize) {
-    acceptor.clone().accept().then(move |res| {
-        match res {
-            Ok((socket, _peer)) => {
-                let _ = socket.set_nodelay(true); // fails on Unix sockets: nothing to set there
-                echo(Rc::new(socket), buffer);
-            }
-            Err(e) if aio::is_cancelled(&e) => return,
-            Err(e) => eprintln!("aio_echo_stream: accept: {e}"),
-        }
-        accept(acceptor, buffer);
-    });
-}
-
 fn main() {
     let args = aio_bench::server_args("aio_echo_stream");
     let (svc, acceptor) = aio_bench::aio_server("aio_echo_stream", &args.endpoint);
     let acceptor = Rc::new(acceptor);
-    accept(acceptor.clone(), args.buffer);
+    aio_bench::accept_each("aio_echo_stream", acceptor.clone(), args.buffer, echo);
     svc.run().expect("event loop");
     acceptor.close();
 }

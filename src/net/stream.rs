@@ -20,7 +20,9 @@ use crate::net::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
 use crate::net::options::socket_options;
 use crate::net::socket::SocketCore;
+use crate::op::nonblocking;
 use crate::op::read_each::ReadEach;
+use crate::op::write::send;
 use crate::op::{
     Connect, Dial, DialAny, Interest, Op, ReadExact, ReadSome, ReadVectored, RecvFds, SendFds,
     WriteAll, WriteSome, WriteVectored,
@@ -304,14 +306,7 @@ impl StreamSocket {
         self.core
             .svc()
             .try_now(self.core.token(), Interest::Read, len, |fd| {
-                loop {
-                    match rustix::io::read(fd, &mut *buf) {
-                        Ok(n) => return Ok(Some(n)),
-                        Err(rustix::io::Errno::INTR) => continue,
-                        Err(rustix::io::Errno::AGAIN) => return Ok(None),
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                nonblocking(|| rustix::io::read(fd, &mut *buf))
             })
     }
 
@@ -338,14 +333,7 @@ impl StreamSocket {
         self.core
             .svc()
             .try_now(self.core.token(), Interest::Write, data.len(), |fd| {
-                loop {
-                    match rustix::net::send(fd, data, rustix::net::SendFlags::NOSIGNAL) {
-                        Ok(n) => return Ok(Some(n)),
-                        Err(rustix::io::Errno::INTR) => continue,
-                        Err(rustix::io::Errno::AGAIN) => return Ok(None),
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                send(fd, data)
             })
     }
 

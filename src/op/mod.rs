@@ -25,7 +25,7 @@ mod read;
 pub(crate) mod read_each;
 mod ready;
 pub(crate) mod ring;
-mod write;
+pub(crate) mod write;
 
 pub use accept::Accept;
 pub use connect::{Connect, Dial};
@@ -478,6 +478,43 @@ pub(crate) trait ReadyOp {
     fn prepare(&mut self, fd: RawFd) -> Option<RingEntry>;
     /// The kernel's answer; true once finished (the result is stored for `complete`).
     fn on_cqe(&mut self, res: i32, cx: &mut Cx<'_>) -> bool;
+}
+
+/// A syscall on a non-blocking fd, made again when a signal interrupted it: `Ok(None)` when the
+/// kernel says `EAGAIN`.
+#[inline]
+pub(crate) fn nonblocking<T>(
+    mut call: impl FnMut() -> rustix::io::Result<T>,
+) -> io::Result<Option<T>> {
+    loop {
+        match call() {
+            Ok(v) => return Ok(Some(v)),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Counts `n` more bytes of an operation that moves all `total` of them in as many syscalls as it
+/// takes (`read_exact`, `write_all`): `Pending` while some are left; a step that moved none before
+/// the end fails with what `none` makes of the count done so far.
+#[inline]
+pub(crate) fn advance(
+    done: &mut usize,
+    total: usize,
+    n: usize,
+    none: impl FnOnce(usize) -> io::Error,
+) -> Poll<io::Result<()>> {
+    if n == 0 && *done < total {
+        return Poll::Ready(Err(none(*done)));
+    }
+    *done += n;
+    if *done < total {
+        Poll::Pending
+    } else {
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Keeps a try's outcome for `complete`: true once finished (`Pending` keeps nothing).

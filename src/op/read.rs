@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 use io_uring::{opcode, types};
 
 use super::ring::{MsgParts, cqe_result};
-use super::{Cx, Interest, Operation, RingEntry, sealed};
+use super::{Cx, Interest, Operation, RingEntry, advance, nonblocking, sealed};
 use crate::buf::IoBufMut;
 
 /// Reads whatever is available, up to the buffer's [`bytes_total`](IoBufMut): `Ok(0)` means end of
@@ -108,17 +108,12 @@ impl<B: IoBufMut> Operation for ReadExact<B> {
         while self.filled < total {
             match read_into(cx, &mut self.buf, self.filled) {
                 Ok(None) => return Poll::Pending,
-                Ok(Some(0)) => {
-                    let err = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "end of stream after {} of {total} bytes in read_exact",
-                            self.filled
-                        ),
-                    );
-                    return Poll::Ready(Err(err));
+                Ok(Some(n)) => {
+                    let eof = |filled| early_eof(filled, total);
+                    if let Poll::Ready(res) = advance(&mut self.filled, total, n, eof) {
+                        return Poll::Ready(res);
+                    }
                 }
-                Ok(Some(n)) => self.filled += n,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -138,25 +133,14 @@ impl<B: IoBufMut> Operation for ReadExact<B> {
     fn complete(&mut self, res: i32, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let total = self.buf.bytes_total();
         match cqe_result(res) {
-            Ok(0) if self.filled < total => {
-                let err = io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "end of stream after {} of {total} bytes in read_exact",
-                        self.filled
-                    ),
-                );
-                Poll::Ready(Err(err))
-            }
             Ok(n) => {
-                self.filled += n;
-                // SAFETY: the kernel wrote `n` bytes after the `filled` ones before.
+                let step = advance(&mut self.filled, total, n, |filled| {
+                    early_eof(filled, total)
+                });
+                // SAFETY: the kernel wrote `n` bytes after the `filled` ones before (none when
+                // the stream ended: `filled` is unchanged then).
                 unsafe { self.buf.set_init(self.filled) };
-                if self.filled < total {
-                    Poll::Pending
-                } else {
-                    Poll::Ready(Ok(()))
-                }
+                step
             }
             Err(e) => Poll::Ready(Err(e)),
         }
@@ -265,18 +249,20 @@ impl<B: IoBufMut> Operation for ReadVectored<B> {
 
 /// One `read` into `buf[offset..bytes_total]`: `Ok(None)` for `EAGAIN`; retries `EINTR`.
 fn read_into<B: IoBufMut>(cx: &Cx<'_>, buf: &mut B, offset: usize) -> io::Result<Option<usize>> {
-    loop {
-        let target = &mut buf.as_uninit_mut()[offset..];
-        match rustix::io::read(cx.fd(), target) {
-            Ok((filled, _)) => {
-                let n = filled.len();
-                // SAFETY: the kernel initialised `n` bytes after `offset`.
-                unsafe { buf.set_init(offset + n) };
-                return Ok(Some(n));
-            }
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(rustix::io::Errno::AGAIN) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
+    let fd = cx.fd();
+    let target = &mut buf.as_uninit_mut()[offset..];
+    let n = nonblocking(|| rustix::io::read(fd, &mut *target).map(|(filled, _)| filled.len()))?;
+    if let Some(n) = n {
+        // SAFETY: the kernel initialised `n` bytes after `offset`.
+        unsafe { buf.set_init(offset + n) };
     }
+    Ok(n)
+}
+
+/// The error of a `read_exact` whose stream ended after `filled` of its `total` bytes.
+fn early_eof(filled: usize, total: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("end of stream after {filled} of {total} bytes in read_exact"),
+    )
 }

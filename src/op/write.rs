@@ -8,12 +8,12 @@ use std::task::Poll;
 
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 
 use io_uring::{opcode, types};
 
 use super::ring::{MsgParts, cqe_result};
-use super::{Cx, Interest, Operation, RingEntry, sealed};
+use super::{Cx, Interest, Operation, RingEntry, advance, nonblocking, sealed};
 use crate::buf::IoBuf;
 
 /// Writes what the socket takes now, at least one byte (unless the buffer is empty). Made by
@@ -42,7 +42,7 @@ impl<B: IoBuf> Operation for WriteSome<B> {
     }
 
     fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
-        let res = send(cx, self.buf.as_slice());
+        let res = send(cx.fd(), self.buf.as_slice());
         cx.counted(res, self.buf.bytes_init())
     }
 
@@ -101,16 +101,13 @@ impl<B: IoBuf> Operation for WriteAll<B> {
     fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let len = self.buf.bytes_init();
         while self.written < len {
-            match send(cx, &self.buf.as_slice()[self.written..]) {
+            match send(cx.fd(), &self.buf.as_slice()[self.written..]) {
                 Ok(None) => return Poll::Pending,
-                Ok(Some(0)) => {
-                    let err = io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "the socket accepted no bytes in write_all",
-                    );
-                    return Poll::Ready(Err(err));
+                Ok(Some(n)) => {
+                    if let Poll::Ready(res) = advance(&mut self.written, len, n, |_| write_zero()) {
+                        return Poll::Ready(res);
+                    }
                 }
-                Ok(Some(n)) => self.written += n,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -130,21 +127,7 @@ impl<B: IoBuf> Operation for WriteAll<B> {
     fn complete(&mut self, res: i32, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let len = self.buf.bytes_init();
         match cqe_result(res) {
-            Ok(0) if self.written < len => {
-                let err = io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "the socket accepted no bytes in write_all",
-                );
-                Poll::Ready(Err(err))
-            }
-            Ok(n) => {
-                self.written += n;
-                if self.written < len {
-                    Poll::Pending
-                } else {
-                    Poll::Ready(Ok(()))
-                }
-            }
+            Ok(n) => advance(&mut self.written, len, n, |_| write_zero()),
             Err(e) => Poll::Ready(Err(e)),
         }
     }
@@ -237,13 +220,15 @@ impl<B: IoBuf> Operation for WriteVectored<B> {
 }
 
 /// One `send(MSG_NOSIGNAL)`: `Ok(None)` for `EAGAIN`; retries `EINTR`.
-fn send(cx: &Cx<'_>, data: &[u8]) -> io::Result<Option<usize>> {
-    loop {
-        match rustix::net::send(cx.fd(), data, SendFlags::NOSIGNAL) {
-            Ok(n) => return Ok(Some(n)),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(rustix::io::Errno::AGAIN) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-    }
+#[inline]
+pub(crate) fn send(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<Option<usize>> {
+    nonblocking(|| rustix::net::send(fd, data, SendFlags::NOSIGNAL))
+}
+
+/// The error of a `write_all` whose socket took no byte of what was left.
+fn write_zero() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::WriteZero,
+        "the socket accepted no bytes in write_all",
+    )
 }

@@ -329,6 +329,7 @@ impl StreamSocket {
     /// # Errors
     /// `WouldBlock` as above, `NotConnected` if closed, or what the kernel reports (`BrokenPipe`
     /// after the peer closed).
+    #[inline]
     pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
         self.core
             .svc()

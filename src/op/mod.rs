@@ -36,6 +36,7 @@ pub use read::{ReadExact, ReadSome, ReadVectored};
 pub use ready::Ready;
 pub use write::{WriteAll, WriteSome, WriteVectored};
 
+use std::cell::RefMut;
 use std::future::Future;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -48,6 +49,7 @@ use crate::LocalHandle;
 use crate::driver::Token;
 pub use crate::driver::uring::RingEntry;
 use crate::service::Job;
+use crate::service::run::Serving;
 use crate::service::source::{Source, Waiter};
 
 /// A direction of readiness an operation waits for.
@@ -72,6 +74,7 @@ pub struct Cx<'a> {
 impl<'a> Cx<'a> {
     /// The fd of an I/O operation's source. Only operations made by fd-backed objects call this, and
     /// those objects' tokens always name fd sources.
+    #[inline]
     pub(crate) fn fd(&self) -> BorrowedFd<'a> {
         self.fd
             .expect("an fd operation on a source without an fd (a timer or completion)")
@@ -84,6 +87,7 @@ impl<'a> Cx<'a> {
     }
     /// The syscall showed the direction is now empty (a short read): the next operation waits for an
     /// event instead of trying first.
+    #[inline]
     pub(crate) fn mark_drained(&mut self) {
         self.drained = true;
     }
@@ -468,6 +472,15 @@ pub(crate) trait ReadyOp {
     fn retry_in(&mut self, source: &mut Source) -> Option<bool>;
     /// How many jobs the loop had queued when the operation started (`LocalHandle::jobs_queued`).
     fn queued_before(&self) -> u64;
+    /// Serves the operation, just taken from the head of its line with `source` still borrowed:
+    /// [`LocalHandle::serve_op`] for its type (one dynamic call for the try, the checks and the
+    /// handler). True when others wait behind it and it did not have to wait again.
+    fn serve(
+        self: Box<Self>,
+        svc: &LocalHandle,
+        source: RefMut<'_, Source>,
+        serving: Serving,
+    ) -> bool;
     /// Stores `err` as the result (cancellation).
     fn cancel(&mut self, err: io::Error);
     /// Calls the handler with the stored result.
@@ -623,7 +636,7 @@ pub(crate) fn start_boxed<T: ReadyOp + 'static>(
                 return;
             }
         };
-        let fd = source.fd.raw();
+        let fd = source.raw_fd();
         let dir = source.dir_mut(interest);
         if needs_ready && !dir.ready {
             dir.push_waiter(Waiter::Callback(boxed));
@@ -686,6 +699,15 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> 
 
     fn queued_before(&self) -> u64 {
         self.queued_before
+    }
+
+    fn serve(
+        self: Box<Self>,
+        svc: &LocalHandle,
+        source: RefMut<'_, Source>,
+        serving: Serving,
+    ) -> bool {
+        svc.serve_op(self, source, serving)
     }
 
     fn cancel(&mut self, err: io::Error) {
@@ -791,7 +813,7 @@ impl LocalHandle {
         let interest = op.interest();
         let (step, drained) = {
             let mut cx = Cx {
-                fd: source.fd.fd(),
+                fd: source.fd(),
                 svc: None,
                 token,
                 drained: false,
@@ -879,7 +901,7 @@ impl LocalHandle {
                 (None, false) => {} // woken: go on
             }
         }
-        let fd = source.fd.raw();
+        let fd = source.raw_fd();
         let epoch = source.cancel_epoch;
         let must_wait = match try_here {
             _ if needs_ready && !source.dir(interest).ready => true,

@@ -6,6 +6,7 @@
 //! allocation per chunk), after a full one it queues itself to read on (so that one busy socket
 //! cannot keep the others waiting).
 
+use std::cell::RefMut;
 use std::io;
 use std::ops::ControlFlow;
 use std::os::fd::RawFd;
@@ -15,6 +16,7 @@ use crate::LocalHandle;
 use crate::buf::IoBufMut;
 use crate::driver::Token;
 use crate::service::Job;
+use crate::service::run::Serving;
 use crate::service::source::Source;
 
 /// The persistent read as the loop stores it: in its direction's line while it waits, in the ready
@@ -100,6 +102,15 @@ where
         self.queued_before
     }
 
+    fn serve(
+        self: Box<Self>,
+        svc: &LocalHandle,
+        source: RefMut<'_, Source>,
+        serving: Serving,
+    ) -> bool {
+        svc.serve_op(self, source, serving)
+    }
+
     fn cancel(&mut self, err: io::Error) {
         if self.pending.is_none() {
             self.pending = Some(Err(err));
@@ -107,6 +118,7 @@ where
     }
 
     /// Hands the chunk over; reads on if the handler wants more, or ends.
+    #[inline(always)]
     fn complete(mut self: Box<Self>, svc: &LocalHandle) {
         let flow = match self.pending.take() {
             Some(Ok(n)) if n > 0 => (self.handler)(Ok(&self.read.buf().as_slice()[..n])),

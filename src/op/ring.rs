@@ -192,7 +192,7 @@ impl LocalHandle {
         let Some(source) = sources.get_mut(token) else {
             return RingStart::Gone(op);
         };
-        let Some(fd) = source.fd.fd().map(|fd| fd.as_raw_fd()) else {
+        let Some(fd) = source.fd().map(|fd| fd.as_raw_fd()) else {
             return RingStart::Gone(op);
         };
         if source.dir(interest).inflight().is_some() || source.backoff_until(interest).is_some() {
@@ -296,7 +296,7 @@ impl LocalHandle {
                 .sources
                 .borrow()
                 .get(token)
-                .and_then(|s| s.fd.fd().map(|fd| fd.as_raw_fd()));
+                .and_then(|s| s.fd().map(|fd| fd.as_raw_fd()));
             match fd.and_then(|fd| op.prepare(fd)) {
                 Some(entry) => {
                     if let Some(slot) = self.inner.inflight.borrow_mut().get_mut(key as usize) {
@@ -345,7 +345,7 @@ impl LocalHandle {
                 {
                     return;
                 }
-                let fd = source.fd.raw();
+                let fd = source.raw_fd();
                 match source.dir_mut(interest).waiters.pop_front() {
                     Some(w) => (w, fd),
                     None => return,
@@ -403,7 +403,7 @@ impl LocalHandle {
             .sources
             .borrow()
             .get(token)
-            .and_then(|s| s.fd.raw());
+            .and_then(|s| s.raw_fd());
         self.watch_fd(fd);
     }
 

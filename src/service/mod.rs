@@ -9,7 +9,7 @@ pub(crate) mod executor;
 mod fork;
 pub(crate) mod pool;
 mod registry;
-mod run;
+pub(crate) mod run;
 pub(crate) mod shared;
 pub(crate) mod source;
 mod timers;
@@ -354,6 +354,7 @@ impl LocalHandle {
     }
 
     /// Whether the loop is stopped (until `restart()`).
+    #[inline]
     pub fn is_stopped(&self) -> bool {
         self.inner.shared.is_stopped()
     }

@@ -19,7 +19,7 @@ impl LocalHandle {
         let registered = {
             let sources = self.inner.sources.borrow();
             let source = sources.get(token).expect("source just inserted");
-            match source.fd.fd() {
+            match source.fd() {
                 Some(fd) => self.inner.driver.borrow_mut().register(fd, token),
                 None => Ok(()),
             }
@@ -73,7 +73,7 @@ impl LocalHandle {
         if super::fork::is_forked_child(self.inner.fork_generation) {
             return;
         }
-        if let Some(fd) = source.fd.fd() {
+        if let Some(fd) = source.fd() {
             // An fd that was dup'ed elsewhere stays in the epoll set unless removed explicitly.
             let _ = self.inner.driver.borrow_mut().deregister(fd);
         }
@@ -119,7 +119,7 @@ impl LocalHandle {
         let sources = self.inner.sources.borrow();
         let fd = sources
             .get(token)
-            .and_then(|s| s.fd.fd())
+            .and_then(|s| s.fd())
             .ok_or_else(crate::error::closed)?;
         f(fd)
     }
@@ -128,6 +128,7 @@ impl LocalHandle {
     /// count, or `WouldBlock` when the kernel says `EAGAIN` or an operation already waits on that
     /// direction (it goes first: bytes keep their order). Updates the direction's readiness as an
     /// operation's try does.
+    #[inline]
     pub(crate) fn try_now(
         &self,
         token: Token,
@@ -142,7 +143,7 @@ impl LocalHandle {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         // The table stays borrowed, so the fd stays open; `io` is a syscall, no user code.
-        let res = io(source.fd.fd().ok_or_else(crate::error::closed)?);
+        let res = io(source.fd().ok_or_else(crate::error::closed)?);
         match res {
             Ok(Some(n)) => {
                 if n < requested && source.drain_hint_holds(interest) {

@@ -7,7 +7,8 @@ use super::source::{Source, Waiter};
 use super::timers::Due;
 use super::{Job, LocalHandle, RunGuard, shared};
 use crate::driver::{Driver, Event, Token};
-use crate::op::Interest;
+use crate::op::{Interest, ReadyOp};
+use std::cell::RefMut;
 
 /// How many jobs queued during a turn's handlers (a handler that accepts again and finds the next
 /// connection waiting, a read that completes at once and starts a write) may still run in that turn
@@ -55,6 +56,18 @@ fn arm(source: &mut Source, interest: Interest, closed: bool) -> bool {
     } else {
         true
     }
+}
+
+/// How a callback operation taken from the head of its direction's line is served (see
+/// [`ReadyOp::serve`](crate::op::ReadyOp::serve)).
+#[derive(Clone, Copy)]
+pub(crate) struct Serving {
+    pub(crate) token: Token,
+    pub(crate) interest: Interest,
+    /// Others wait behind it.
+    pub(crate) more: bool,
+    /// It may run its handler right here (see [`LocalHandle::serve_waiters`]).
+    pub(crate) inline: bool,
 }
 
 impl LocalHandle {
@@ -185,13 +198,36 @@ impl LocalHandle {
         }
     }
 
-    /// Dispatches one event of the driver: one look at the source settles the directions nobody
-    /// waits on; the others serve their waiters, reading first.
+    /// Dispatches one event of the driver. One look at the source settles the directions nobody
+    /// waits on and takes the first reader from its line, tried right there (a read needs nothing
+    /// but the fd); then the others are served, reading first.
     fn dispatch_event(&self, ev: Event, inline: bool) {
+        if self.ring_mode() {
+            return self.dispatch_ring_event(ev);
+        }
+        let sources = self.inner.sources.borrow_mut();
+        let Ok(mut source) = RefMut::filter_map(sources, |t| t.get_mut(ev.token)) else {
+            return; // closed since: a stale event
+        };
+        let read = ev.readable && arm(&mut source, Interest::Read, ev.closed);
+        let write = ev.writable && arm(&mut source, Interest::Write, ev.closed);
+        if read {
+            self.serve_from(source, ev.token, Interest::Read, inline);
+        } else {
+            drop(source);
+        }
+        if write {
+            self.serve_waiters(ev.token, Interest::Write, inline);
+        }
+    }
+
+    /// [`dispatch_event`](LocalHandle::dispatch_event) on io_uring, where waiters are served in turn
+    /// with the operations on the ring.
+    fn dispatch_ring_event(&self, ev: Event) {
         let (read, write) = {
             let mut sources = self.inner.sources.borrow_mut();
             let Some(source) = sources.get_mut(ev.token) else {
-                return; // closed since: a stale event
+                return;
             };
             (
                 ev.readable && arm(source, Interest::Read, ev.closed),
@@ -199,10 +235,10 @@ impl LocalHandle {
             )
         };
         if read {
-            self.serve_waiters(ev.token, Interest::Read, inline);
+            self.serve_waiters(ev.token, Interest::Read, false);
         }
         if write {
-            self.serve_waiters(ev.token, Interest::Write, inline);
+            self.serve_waiters(ev.token, Interest::Write, false);
         }
     }
 
@@ -224,77 +260,114 @@ impl LocalHandle {
             self.ring_next(token, interest);
             return;
         }
-        let mut first = true;
+        let sources = self.inner.sources.borrow_mut();
+        if let Ok(source) = RefMut::filter_map(sources, |t| t.get_mut(token)) {
+            self.serve_from(source, token, interest, inline);
+        }
+    }
+
+    /// Serves the waiters of a direction that [`arm`] left to them, `source` still borrowed from the
+    /// lookup that found it: the first one is tried under that borrow (one lookup for the event, the
+    /// try and the readiness it finds), the others after it while the direction stays ready.
+    #[inline(always)]
+    fn serve_from(
+        &self,
+        source: RefMut<'_, Source>,
+        token: Token,
+        interest: Interest,
+        inline: bool,
+    ) {
+        let mut source = source;
+        source.dir_mut(interest).ready = true;
+        let mut inline = inline;
         loop {
-            // Only the first waiter popped may run its handler here (see above).
-            let sole = first;
-            let (waiter, more, fd, tried) = {
-                let mut sources = self.inner.sources.borrow_mut();
-                let Some(source) = sources.get_mut(token) else {
-                    return;
-                };
-                let fd = source.fd.raw();
-                let dir = source.dir_mut(interest);
-                if first {
-                    first = false;
-                    dir.ready = true;
-                } else if !dir.ready {
-                    return;
-                }
-                let Some(mut waiter) = dir.waiters.pop_front() else {
-                    return;
-                };
-                let more = !dir.waiters.is_empty();
-                // A read or write tries here, under this borrow: one lookup for the try and the
-                // readiness it finds.
-                let tried = match &mut waiter {
-                    Waiter::Callback(op) => op.retry_in(source),
-                    Waiter::Task { .. } => None,
-                };
-                (waiter, more, fd, tried)
+            let dir = source.dir_mut(interest);
+            let Some(waiter) = dir.waiters.pop_front() else {
+                return;
             };
-            match waiter {
-                Waiter::Task { waker, .. } => waker.wake(),
-                Waiter::Callback(mut op) => {
-                    // The fd was read under the borrow just released, and nothing ran since.
-                    let done = match tried {
-                        Some(done) => done,
-                        None => op.retry(self, fd),
-                    };
-                    if done {
-                        if inline
-                            && sole
-                            && !more
-                            && self.inner.dequeued.get() >= op.queued_before()
-                            && !self.is_stopped()
-                        {
-                            op.complete(self);
-                            return;
-                        }
-                        self.push_job(Job::Op(op));
-                    } else {
-                        // Still not ready: it keeps its place at the head of the line.
-                        let mut sources = self.inner.sources.borrow_mut();
-                        match sources.get_mut(token) {
-                            Some(source) => source
-                                .dir_mut(interest)
-                                .waiters
-                                .push_front(Waiter::Callback(op)),
-                            None => {
-                                drop(sources);
-                                self.cancel_waiter(Waiter::Callback(op));
-                            }
-                        }
-                        return;
-                    }
+            let more = !dir.waiters.is_empty();
+            let go_on = match waiter {
+                Waiter::Task { waker, .. } => {
+                    drop(source);
+                    waker.wake();
+                    more
                 }
-            }
+                Waiter::Callback(op) => op.serve(
+                    self,
+                    source,
+                    Serving {
+                        token,
+                        interest,
+                        more,
+                        inline,
+                    },
+                ),
+            };
             // Nobody else waited: a waker or a try cannot queue a waiter on this direction meanwhile
-            // (a handler run inline returned above), so there is nothing left to look at.
-            if !more {
+            // (a handler run inline returns false), so there is nothing left to look at.
+            if !go_on {
                 return;
             }
+            // Only the first waiter may run its handler here.
+            inline = false;
+            let sources = self.inner.sources.borrow_mut();
+            source = match RefMut::filter_map(sources, |t| t.get_mut(token)) {
+                Ok(source) if source.dir(interest).ready => source,
+                _ => return,
+            };
         }
+    }
+
+    /// Serves a callback operation taken from the head of its line, `source` still borrowed: tries it
+    /// (under the borrow if its try does not use the loop), then runs its handler (`inline`, the
+    /// first and only waiter: see [`serve_waiters`](LocalHandle::serve_waiters)), queues it, or puts
+    /// it back first in line. True when others wait behind it and it did not have to wait again.
+    ///
+    /// Generic, called by each operation type's [`ReadyOp::serve`]: one dynamic call per waiter served.
+    #[inline(always)]
+    pub(crate) fn serve_op<T: ReadyOp + 'static>(
+        &self,
+        mut op: Box<T>,
+        mut source: RefMut<'_, Source>,
+        serving: Serving,
+    ) -> bool {
+        let done = match op.retry_in(&mut source) {
+            Some(done) => {
+                drop(source);
+                done
+            }
+            None => {
+                let fd = source.raw_fd();
+                drop(source);
+                // The fd was read under the borrow just released, and nothing ran since.
+                op.retry(self, fd)
+            }
+        };
+        if !done {
+            // Still not ready: it keeps its place at the head of the line.
+            let mut sources = self.inner.sources.borrow_mut();
+            match sources.get_mut(serving.token) {
+                Some(source) => source
+                    .dir_mut(serving.interest)
+                    .waiters
+                    .push_front(Waiter::Callback(op)),
+                None => {
+                    drop(sources);
+                    self.cancel_waiter(Waiter::Callback(op));
+                }
+            }
+            return false;
+        }
+        if serving.inline
+            && !serving.more
+            && self.inner.dequeued.get() >= op.queued_before()
+            && !self.is_stopped()
+        {
+            op.complete(self);
+            return false;
+        }
+        self.push_job(Job::Op(op));
+        serving.more
     }
 
     /// Makes a virtual source (timer, completion) ready: its waiting operations try again.

@@ -129,6 +129,7 @@ impl Shared {
         self.notify_if_remote();
     }
 
+    #[inline]
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }

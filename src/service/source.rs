@@ -38,17 +38,6 @@ impl FdSlot {
             FdSlot::Virtual => None,
         }
     }
-
-    /// The fd number, if any (for a try that runs after the table's borrow is released).
-    #[inline]
-    pub(crate) fn raw(&self) -> Option<RawFd> {
-        match self {
-            FdSlot::Owned(fd) => Some(fd.as_raw_fd()),
-            FdSlot::Hooked(fd) => Some(fd.as_fd().as_raw_fd()),
-            FdSlot::Attached(fd) => Some(*fd),
-            FdSlot::Virtual => None,
-        }
-    }
 }
 
 /// One operation waiting for a direction to become ready.
@@ -80,9 +69,12 @@ impl WaiterQueue {
 
     #[inline(always)]
     pub(crate) fn push_back(&mut self, waiter: Waiter) {
-        match self.head {
-            None => self.head = Some(waiter),
-            Some(_) => self.rest.get_or_insert_default().push_back(waiter),
+        if self.head.is_none() {
+            // What `replace` hands back is the empty slot: forgotten, so that no drop code for a
+            // waiter is emitted (and called) on this path.
+            std::mem::forget(self.head.replace(waiter));
+        } else {
+            self.rest.get_or_insert_default().push_back(waiter);
         }
     }
 
@@ -183,6 +175,9 @@ impl Direction {
 
 pub(crate) struct Source {
     pub(crate) fd: FdSlot,
+    /// `fd`'s number, or -1 for a virtual source: read on every try, where a match on the slot's
+    /// kind would cost a jump table each time.
+    raw_fd: RawFd,
     generation: u32,
     pub(crate) read: Direction,
     pub(crate) write: Direction,
@@ -202,6 +197,22 @@ pub(crate) struct Source {
 }
 
 impl Source {
+    /// The source's fd, if it has one.
+    #[inline]
+    pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
+        // SAFETY: `raw_fd` is the number of the fd in `self.fd`, which is set once when the source
+        // is made and stays open while the source exists: an owned slot closes it only when the
+        // source is dropped, an attached one was promised open while attached (`IoDevice::attach`).
+        // The borrow cannot outlive `self`.
+        (self.raw_fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(self.raw_fd) })
+    }
+
+    /// The fd number, if any (for a try that runs after the table's borrow is released).
+    #[inline]
+    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
+        (self.raw_fd >= 0).then_some(self.raw_fd)
+    }
+
     pub(crate) fn dir(&self, interest: Interest) -> &Direction {
         match interest {
             Interest::Read => &self.read,
@@ -262,7 +273,7 @@ impl Source {
     /// Asks the kernel whether short reads prove this source empty (not a Unix socket), once.
     #[cold]
     fn learn_short_read_drains(&mut self) -> bool {
-        let drains = self.fd.fd().is_some_and(|fd| {
+        let drains = self.fd().is_some_and(|fd| {
             socket2::SockRef::from(&fd)
                 .domain()
                 .is_ok_and(|domain| domain != socket2::Domain::UNIX)
@@ -285,8 +296,10 @@ impl SourceTable {
         self.next_generation = self.next_generation.wrapping_add(1) & 0x7fff_ffff;
         // An fd may be ready already: try first. A virtual source is ready only when fired.
         let ready = !matches!(fd, FdSlot::Virtual);
+        let raw_fd = fd.fd().map_or(-1, |fd| fd.as_raw_fd());
         let index = self.slab.insert(Source {
             fd,
+            raw_fd,
             generation,
             read: Direction::new(ready),
             write: Direction::new(ready),
@@ -324,7 +337,7 @@ impl SourceTable {
     /// Every source that has waiters, with the directions waited on (for level-triggered backends).
     pub(crate) fn interests(&self) -> impl Iterator<Item = (BorrowedFd<'_>, Token, bool, bool)> {
         self.slab.iter().filter_map(|(index, s)| {
-            let fd = s.fd.fd()?;
+            let fd = s.fd()?;
             let read = !s.read.waiters.is_empty() && s.backoff_until(Interest::Read).is_none();
             let write = !s.write.waiters.is_empty() && s.backoff_until(Interest::Write).is_none();
             (read || write).then(|| (fd, Token::new(index, s.generation), read, write))

@@ -409,11 +409,16 @@ impl LocalHandle {
 
     /// [`watch`](LocalHandle::watch) for a source's fd already looked up (the table may be
     /// borrowed: only the driver is).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn watch_fd(&self, fd: Option<RawFd>) {
-        if !self.inner.ring {
-            return;
+        // One test on the readiness backends' hot path; the ring's part out of line.
+        if self.inner.ring {
+            self.watch_ring_fd(fd);
         }
+    }
+
+    #[inline(never)]
+    fn watch_ring_fd(&self, fd: Option<RawFd>) {
         if let (Some(fd), Some(ring)) = (fd, self.inner.driver.borrow_mut().ring()) {
             ring.watch(fd);
         }

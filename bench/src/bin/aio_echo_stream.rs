@@ -25,16 +25,20 @@ fn echo(socket: Rc<StreamSocket>, buffer: usize) {
         if written == chunk.len() {
             return ControlFlow::Continue(());
         }
-        // The send buffer is full: write the rest, then read again.
-        let socket = writer.clone();
-        writer
-            .write_all(chunk[written..].to_vec())
-            .then(move |(res, _)| {
-                if res.is_ok() {
-                    echo(socket, buffer);
-                }
-            });
+        write_rest(&writer, &chunk[written..], buffer);
         ControlFlow::Break(())
+    });
+}
+
+/// The send buffer is full: writes the rest, then reads again. Out of line, so that the handler's
+/// common path stays small.
+#[inline(never)]
+fn write_rest(socket: &Rc<StreamSocket>, rest: &[u8], buffer: usize) {
+    let again = socket.clone();
+    socket.write_all(rest.to_vec()).then(move |(res, _)| {
+        if res.is_ok() {
+            echo(again, buffer);
+        }
     });
 }
 

@@ -250,7 +250,24 @@ impl<O: Operation> Op<O> {
 
     /// Starts the operation; `handler` runs exactly once, on the loop, with the result, after this
     /// call has returned. If the `IoService` is dropped first, the handler is dropped without running.
+    #[inline]
     pub fn then<F>(mut self, handler: F)
+    where
+        F: FnOnce(O::Output) + 'static,
+    {
+        // The common case first, small enough to inline: a fresh operation starts as a callback.
+        if matches!(self.state, State::Idle) {
+            if let Some(op) = self.op.take() {
+                CallbackOp::start(&self.svc, self.token, op, handler, !self.background);
+                return;
+            }
+        }
+        self.then_otherwise(handler);
+    }
+
+    /// [`then`](Op::then) for an operation that was polled or failed before.
+    #[inline(never)]
+    fn then_otherwise<F>(mut self, handler: F)
     where
         F: FnOnce(O::Output) + 'static,
     {
@@ -321,6 +338,7 @@ impl<O: Operation> Future for Op<O> {
 impl<O: Operation> Op<O> {
     /// A poll that may try the operation: the first (`waiting` is `None`), or one after its waker
     /// was queued (its id and cancel epoch).
+    #[inline(always)]
     fn poll_try(&mut self, waiting: Option<(u64, u32)>, cx: &mut Context<'_>) -> Poll<O::Output> {
         let Some(op) = self.op.as_mut() else {
             panic!("aio::Op polled after it completed")
@@ -864,6 +882,7 @@ impl LocalHandle {
     /// With `try_here` (an operation whose try does not use the loop), one that may go on and whose
     /// direction may be ready is tried right there, under the same borrow, and queued there if the
     /// kernel says `EAGAIN`.
+    #[inline(always)]
     fn look<O: Operation>(
         &self,
         token: Token,

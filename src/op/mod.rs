@@ -17,6 +17,7 @@
 //! said `EAGAIN` and no event has come since), and waits only when the kernel says `EAGAIN`.
 
 mod accept;
+mod callback;
 mod connect;
 mod datagram;
 mod dial_any;
@@ -25,6 +26,7 @@ mod read;
 pub(crate) mod read_each;
 mod ready;
 pub(crate) mod ring;
+mod source_access;
 pub(crate) mod write;
 
 pub use accept::Accept;
@@ -36,7 +38,10 @@ pub use read::{ReadExact, ReadSome, ReadVectored};
 pub use ready::Ready;
 pub use write::{WriteAll, WriteSome, WriteVectored};
 
-use std::cell::RefMut;
+use callback::CallbackOp;
+pub(crate) use callback::{ReadyOp, start_boxed};
+use source_access::Look;
+
 use std::future::Future;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -49,8 +54,7 @@ use crate::LocalHandle;
 use crate::driver::Token;
 pub use crate::driver::uring::RingEntry;
 use crate::service::Job;
-use crate::service::run::Serving;
-use crate::service::source::{Source, Waiter};
+use crate::service::source::Waiter;
 
 /// A direction of readiness an operation waits for.
 #[doc(hidden)]
@@ -436,18 +440,6 @@ impl<O: Operation> Op<O> {
     }
 }
 
-/// What one look at its source tells a polled future (see `LocalHandle::look`).
-enum Look<V> {
-    /// Try the operation now, on this fd.
-    Try(Option<RawFd>),
-    /// Tried inside the look (an operation whose try does not use the loop): finished.
-    Done(io::Result<V>),
-    /// Its waker waits (still, or queued now), under this id and cancel epoch.
-    Wait(u64, u32),
-    /// Finish without trying (source gone, or cancelled).
-    Fail(io::Error),
-}
-
 impl<O: Operation> Drop for Op<O> {
     fn drop(&mut self) {
         match &self.state {
@@ -478,37 +470,6 @@ impl<O: Operation> std::fmt::Debug for Op<O> {
             .field("state", &state)
             .finish()
     }
-}
-
-/// A callback operation as the loop stores it: in a waiter list, then in the ready queue.
-pub(crate) trait ReadyOp {
-    /// Tries again after an event made its direction ready, on the fd the loop looked up with that
-    /// event (`None` for a virtual source); true once finished (the result is stored for `complete`).
-    fn retry(&mut self, svc: &LocalHandle, fd: Option<RawFd>) -> bool;
-    /// [`retry`](ReadyOp::retry) under the borrow of the table that found `source`, for an
-    /// operation whose try does not use the loop; `None` (nothing tried) for one whose try does.
-    fn retry_in(&mut self, source: &mut Source) -> Option<bool>;
-    /// How many jobs the loop had queued when the operation started (`LocalHandle::jobs_queued`).
-    fn queued_before(&self) -> u64;
-    /// Serves the operation, just taken from the head of its line with `source` still borrowed:
-    /// [`LocalHandle::serve_op`] for its type (one dynamic call for the try, the checks and the
-    /// handler). True when others wait behind it and it did not have to wait again.
-    fn serve(
-        self: Box<Self>,
-        svc: &LocalHandle,
-        source: RefMut<'_, Source>,
-        serving: Serving,
-    ) -> bool;
-    /// Stores `err` as the result (cancellation).
-    fn cancel(&mut self, err: io::Error);
-    /// Calls the handler with the stored result.
-    fn complete(self: Box<Self>, svc: &LocalHandle);
-    /// Whether it is done by ring requests on the io_uring backend.
-    fn on_ring(&self) -> bool;
-    /// The ring request for its next step (see [`Operation::prepare`]).
-    fn prepare(&mut self, fd: RawFd) -> Option<RingEntry>;
-    /// The kernel's answer; true once finished (the result is stored for `complete`).
-    fn on_cqe(&mut self, res: i32, cx: &mut Cx<'_>) -> bool;
 }
 
 /// A syscall on a non-blocking fd, made again when a signal interrupted it: `Ok(None)` when the
@@ -557,388 +518,5 @@ pub(crate) fn settle<V>(slot: &mut Option<io::Result<V>>, step: Poll<io::Result<
             true
         }
         Poll::Pending => false,
-    }
-}
-
-/// A callback operation: boxed once when it starts, it stays in that block (tried in place) until
-/// its handler runs.
-struct CallbackOp<O: Operation, F> {
-    token: Token,
-    /// Counted as work for `run_until_done` (not background).
-    counted: bool,
-    /// The loop's count of queued jobs when the operation started (see `ReadyOp::queued_before`).
-    queued_before: u64,
-    /// The operation and the handler: taken out only to run the handler, so that the block goes
-    /// back to the pool without being copied.
-    op: Option<O>,
-    handler: Option<F>,
-    /// Set once finished (or cancelled).
-    result: Option<io::Result<O::Value>>,
-}
-
-impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
-    /// The operation and its handler in one block (recycled when the loop has one), counted as
-    /// work unless background; `None` once the loop is shut down (the handler is dropped).
-    #[inline(always)]
-    fn boxed(
-        svc: &LocalHandle,
-        token: Token,
-        op: O,
-        handler: F,
-        counted: bool,
-        result: Option<io::Result<O::Value>>,
-    ) -> Option<Box<CallbackOp<O, F>>> {
-        if svc.is_shut_down() {
-            return None;
-        }
-        if counted {
-            svc.add_work();
-        }
-        let op = CallbackOp {
-            token,
-            counted,
-            queued_before: svc.jobs_queued(),
-            op: Some(op),
-            handler: Some(handler),
-            result,
-        };
-        Some(crate::service::pool::boxed(
-            &mut svc.inner.op_pool.borrow_mut(),
-            op,
-        ))
-    }
-
-    fn start(svc: &LocalHandle, token: Token, op: O, handler: F, counted: bool) {
-        let interest = op.interest();
-        let needs_ready = op.needs_ready();
-        let Some(boxed) = Self::boxed(svc, token, op, handler, counted, None) else {
-            return;
-        };
-        if O::RING && svc.ring_mode() {
-            ring::start_callback(svc, token, interest, boxed);
-            return;
-        }
-        start_boxed(svc, token, interest, needs_ready, None, boxed);
-    }
-}
-
-/// Starts a boxed callback operation on a readiness backend. One look at the source decides: the
-/// operation is queued at once when its direction is known not ready (no syscall, no second
-/// lookup), or tried; its handler never runs here (a finished try queues it as a job).
-///
-/// `epoch`: the source's cancel epoch the operation belongs to, for one that starts again after its
-/// handler ran (a persistent read): if `cancel()` or `close()` came meanwhile, it completes with
-/// `ECANCELED` instead.
-#[inline(always)]
-pub(crate) fn start_boxed<T: ReadyOp + 'static>(
-    svc: &LocalHandle,
-    token: Token,
-    interest: Interest,
-    needs_ready: bool,
-    epoch: Option<u32>,
-    mut boxed: Box<T>,
-) {
-    let fd = {
-        let mut sources = svc.inner.sources.borrow_mut();
-        let source = match sources.get_mut(token) {
-            Some(source) if epoch.is_none_or(|e| e == source.cancel_epoch) => source,
-            found => {
-                let cancelled = found.is_some() || epoch.is_some();
-                drop(sources);
-                boxed.cancel(if cancelled {
-                    crate::error::cancelled()
-                } else {
-                    svc.gone_error()
-                });
-                svc.push_job(Job::Op(boxed));
-                return;
-            }
-        };
-        let fd = source.raw_fd();
-        let dir = source.dir_mut(interest);
-        if needs_ready && !dir.ready {
-            dir.push_waiter(Waiter::Callback(boxed));
-            drop(sources);
-            svc.watch_fd(fd);
-            return;
-        }
-        match boxed.retry_in(source) {
-            Some(true) => {
-                drop(sources);
-                svc.push_job(Job::Op(boxed));
-                return;
-            }
-            Some(false) => {
-                source
-                    .dir_mut(interest)
-                    .push_waiter(Waiter::Callback(boxed));
-                drop(sources);
-                svc.watch_fd(fd);
-                return;
-            }
-            None => fd,
-        }
-    };
-    if boxed.retry(svc, fd) {
-        svc.push_job(Job::Op(boxed));
-        return;
-    }
-    match svc.register(token, interest, Waiter::Callback(boxed)) {
-        Ok(_) => svc.watch_fd(fd),
-        Err(Waiter::Callback(mut boxed)) => {
-            boxed.cancel(crate::error::closed());
-            svc.push_job(Job::Op(boxed));
-        }
-        Err(Waiter::Task { .. }) => {}
-    }
-}
-
-impl<O: Operation, F: FnOnce(O::Output) + 'static> ReadyOp for CallbackOp<O, F> {
-    #[inline]
-    fn retry(&mut self, svc: &LocalHandle, fd: Option<RawFd>) -> bool {
-        let (None, Some(op)) = (&self.result, &mut self.op) else {
-            return true;
-        };
-        let step = svc.try_on(self.token, fd, op);
-        settle(&mut self.result, step)
-    }
-
-    #[inline]
-    fn retry_in(&mut self, source: &mut Source) -> Option<bool> {
-        if O::TRY_USES_LOOP {
-            return None;
-        }
-        let (None, Some(op)) = (&self.result, &mut self.op) else {
-            return Some(true);
-        };
-        let step = LocalHandle::try_in(self.token, source, op);
-        Some(settle(&mut self.result, step))
-    }
-
-    fn queued_before(&self) -> u64 {
-        self.queued_before
-    }
-
-    fn serve(
-        self: Box<Self>,
-        svc: &LocalHandle,
-        source: RefMut<'_, Source>,
-        serving: Serving,
-    ) -> bool {
-        svc.serve_op(self, source, serving)
-    }
-
-    fn cancel(&mut self, err: io::Error) {
-        if self.result.is_none() {
-            self.result = Some(Err(err));
-        }
-    }
-
-    fn on_ring(&self) -> bool {
-        O::RING
-    }
-
-    fn prepare(&mut self, fd: RawFd) -> Option<RingEntry> {
-        match (&self.result, &mut self.op) {
-            (None, Some(op)) => op.prepare(fd),
-            _ => None,
-        }
-    }
-
-    fn on_cqe(&mut self, res: i32, cx: &mut Cx<'_>) -> bool {
-        let (None, Some(op)) = (&self.result, &mut self.op) else {
-            return true;
-        };
-        let step = op.complete(res, cx);
-        settle(&mut self.result, step)
-    }
-
-    fn complete(mut self: Box<Self>, svc: &LocalHandle) {
-        let (op, handler, res) = (self.op.take(), self.handler.take(), self.result.take());
-        let counted = self.counted;
-        // The block goes back to the loop's pool before the handler runs: the handler typically
-        // starts the next operation, which takes it again.
-        crate::service::pool::recycle(&mut svc.inner.op_pool.borrow_mut(), self);
-        if counted {
-            svc.finish_work();
-        }
-        if let (Some(op), Some(handler)) = (op, handler) {
-            // Always set by the time the loop completes an operation; a closed error otherwise, so
-            // that the handler still runs exactly once.
-            handler(op.finish(res.unwrap_or_else(|| Err(crate::error::closed()))));
-        }
-    }
-}
-
-impl LocalHandle {
-    /// Why an operation on a token that names no source fails.
-    fn gone_error(&self) -> io::Error {
-        if self.is_shut_down() {
-            crate::service::shared::gone()
-        } else {
-            crate::error::closed()
-        }
-    }
-
-    /// The try itself, on `fd`, which the caller looked up in `token`'s live source without running
-    /// anything since; then the direction is marked not ready if the try said so.
-    #[inline]
-    pub(crate) fn try_on<O: Operation>(
-        &self,
-        token: Token,
-        fd: Option<RawFd>,
-        op: &mut O,
-    ) -> Poll<io::Result<O::Value>> {
-        let interest = op.interest();
-        // SAFETY: the caller found the source live with this fd, and a source's fd can only be closed
-        // by `remove_source`, which user code calls (close, drop, release) and an operation's try
-        // never does; so the fd stays open for the duration of the try. The borrow of the table is
-        // released so that a try may register new sources (an accepted socket).
-        let fd = fd.map(|raw| unsafe { BorrowedFd::borrow_raw(raw) });
-        let mut cx = Cx {
-            fd,
-            svc: Some(self),
-            token,
-            drained: false,
-            retry_after: None,
-        };
-        let step = op.attempt(&mut cx);
-        let waits = step.is_pending();
-        if cx.drained || waits {
-            if let Some(source) = self.inner.sources.borrow_mut().get_mut(cx.token) {
-                // EAGAIN is the kernel's word, and a back-off must hold; a drained hint is only a hint
-                // (see `Source::drain_hint_holds`: hang-ups, Unix sockets).
-                if waits || cx.retry_after.is_some() || source.drain_hint_holds(interest) {
-                    source.dir_mut(interest).ready = false;
-                }
-            }
-        }
-        if let Some(delay) = cx.retry_after {
-            self.wake_after(token, interest, delay);
-        }
-        step
-    }
-
-    /// [`try_on`](LocalHandle::try_on) for an operation whose try does not use the loop
-    /// ([`Operation::TRY_USES_LOOP`] false), under the borrow of the table that found `source`.
-    #[inline]
-    pub(crate) fn try_in<O: Operation>(
-        token: Token,
-        source: &mut Source,
-        op: &mut O,
-    ) -> Poll<io::Result<O::Value>> {
-        debug_assert!(!O::TRY_USES_LOOP);
-        let interest = op.interest();
-        let (step, drained) = {
-            let mut cx = Cx {
-                fd: source.fd(),
-                svc: None,
-                token,
-                drained: false,
-                retry_after: None,
-            };
-            let step = op.attempt(&mut cx);
-            (step, cx.drained)
-        };
-        if step.is_pending() || (drained && source.drain_hint_holds(interest)) {
-            source.dir_mut(interest).ready = false;
-        }
-        step
-    }
-
-    /// Queues a waiter; returns the source's cancel epoch, or the waiter back if the source is gone.
-    pub(crate) fn register(
-        &self,
-        token: Token,
-        interest: Interest,
-        waiter: Waiter,
-    ) -> Result<u32, Waiter> {
-        let mut sources = self.inner.sources.borrow_mut();
-        match sources.get_mut(token) {
-            Some(source) => {
-                source.dir_mut(interest).push_waiter(waiter);
-                Ok(source.cancel_epoch)
-            }
-            None => Err(waiter),
-        }
-    }
-
-    /// Removes a future's waiter (the future was dropped or turned into a callback).
-    pub(crate) fn withdraw(&self, token: Token, interest: Interest, id: u64) {
-        let mut sources = self.inner.sources.borrow_mut();
-        if let Some(source) = sources.get_mut(token) {
-            let waiters = &mut source.dir_mut(interest).waiters;
-            if let Some(pos) = waiters.position_of_task(id) {
-                waiters.remove(pos);
-            }
-        }
-    }
-
-    /// One look at `token`'s source for a polled future: whether it was woken (`waiting` is its
-    /// waiter's id and the cancel epoch it registered under; `None` for a first poll), cancelled, or
-    /// still queued (its waker refreshed), and, for one that may go on, whether its direction is known
-    /// not ready (and `needs_ready`), in which case its waker is queued at once, without trying.
-    ///
-    /// With `try_here` (an operation whose try does not use the loop), one that may go on and whose
-    /// direction may be ready is tried right there, under the same borrow, and queued there if the
-    /// kernel says `EAGAIN`.
-    #[inline(always)]
-    fn look<O: Operation>(
-        &self,
-        token: Token,
-        interest: Interest,
-        needs_ready: bool,
-        waiting: Option<(u64, u32)>,
-        waker: &std::task::Waker,
-        try_here: Option<&mut O>,
-    ) -> Look<O::Value> {
-        let mut sources = self.inner.sources.borrow_mut();
-        let Some(source) = sources.get_mut(token) else {
-            drop(sources);
-            return Look::Fail(match waiting {
-                Some(_) => crate::error::cancelled(),
-                None => self.gone_error(),
-            });
-        };
-        if let Some((id, epoch)) = waiting {
-            let cancelled = source.cancel_epoch != epoch;
-            let waiters = &mut source.dir_mut(interest).waiters;
-            match (waiters.position_of_task(id), cancelled) {
-                (Some(pos), true) => {
-                    waiters.remove(pos);
-                    return Look::Fail(crate::error::cancelled());
-                }
-                (None, true) => return Look::Fail(crate::error::cancelled()),
-                (Some(pos), false) => {
-                    if let Some(Waiter::Task { waker: w, .. }) = waiters.get_mut(pos) {
-                        if !w.will_wake(waker) {
-                            *w = waker.clone();
-                        }
-                    }
-                    return Look::Wait(id, epoch);
-                }
-                (None, false) => {} // woken: go on
-            }
-        }
-        let fd = source.raw_fd();
-        let epoch = source.cancel_epoch;
-        let must_wait = match try_here {
-            _ if needs_ready && !source.dir(interest).ready => true,
-            Some(op) => match Self::try_in(token, source, op) {
-                Poll::Ready(res) => return Look::Done(res),
-                Poll::Pending => true,
-            },
-            None => false,
-        };
-        if !must_wait {
-            return Look::Try(fd);
-        }
-        let id = self.next_waiter_id();
-        source.dir_mut(interest).push_waiter(Waiter::Task {
-            id,
-            waker: waker.clone(),
-        });
-        self.watch_fd(fd);
-        Look::Wait(id, epoch)
     }
 }

@@ -101,41 +101,28 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> CallbackOp<O, F> {
             ring::start_callback(svc, token, interest, boxed);
             return;
         }
-        start_boxed(svc, token, interest, needs_ready, None, boxed);
+        start_boxed(svc, token, interest, needs_ready, boxed);
     }
 }
 
 /// Starts a boxed callback operation on a readiness backend. One look at the source decides: the
 /// operation is queued at once when its direction is known not ready (no syscall, no second
 /// lookup), or tried; its handler never runs here (a finished try queues it as a job).
-///
-/// `epoch`: the source's cancel epoch the operation belongs to, for one that starts again after its
-/// handler ran (a persistent read): if `cancel()` or `close()` came meanwhile, it completes with
-/// `ECANCELED` instead.
 #[inline(always)]
-pub(crate) fn start_boxed<T: ReadyOp + 'static>(
+fn start_boxed<T: ReadyOp + 'static>(
     svc: &LocalHandle,
     token: Token,
     interest: Interest,
     needs_ready: bool,
-    epoch: Option<u32>,
     mut boxed: Box<T>,
 ) {
     let fd = {
         let mut sources = svc.inner.sources.borrow_mut();
-        let source = match sources.get_mut(token) {
-            Some(source) if epoch.is_none_or(|e| e == source.cancel_epoch) => source,
-            found => {
-                let cancelled = found.is_some() || epoch.is_some();
-                drop(sources);
-                boxed.cancel(if cancelled {
-                    crate::error::cancelled()
-                } else {
-                    svc.gone_error()
-                });
-                svc.push_job(Job::Op(boxed));
-                return;
-            }
+        let Some(source) = sources.get_mut(token) else {
+            drop(sources);
+            boxed.cancel(svc.gone_error());
+            svc.push_job(Job::Op(boxed));
+            return;
         };
         let fd = source.raw_fd();
         let dir = source.dir_mut(interest);
@@ -172,7 +159,7 @@ pub(crate) fn start_boxed<T: ReadyOp + 'static>(
             boxed.cancel(crate::error::closed());
             svc.push_job(Job::Op(boxed));
         }
-        Err(Waiter::Task { .. }) => {}
+        Err(_) => {}
     }
 }
 

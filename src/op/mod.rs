@@ -39,7 +39,8 @@ pub use ready::Ready;
 pub use write::{WriteAll, WriteSome, WriteVectored};
 
 use callback::CallbackOp;
-pub(crate) use callback::{ReadyOp, start_boxed};
+pub(crate) use callback::ReadyOp;
+pub(crate) use read_each::PersistentOp;
 use source_access::Look;
 
 use std::future::Future;

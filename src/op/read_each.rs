@@ -1,37 +1,56 @@
 //! Persistent reads: [`StreamSocket::read_each`](crate::StreamSocket::read_each), libuv's
 //! `uv_read_start`.
 //!
-//! One operation, boxed once, reads chunk after chunk into one buffer and hands each to the same
-//! handler: after a short read it waits in its direction's line again (no new operation, no
-//! allocation per chunk), after a full one it queues itself to read on (so that one busy socket
-//! cannot keep the others waiting).
+//! One operation, allocated once, stays first in its direction's line for the whole stream: each
+//! event is served in place (read under the lookup that found the source, chunk handed over), so
+//! that nothing is taken out of the line and put back per chunk. It leaves the line only when it
+//! ends: the handler breaks, the stream ends, an error comes, or `cancel()` / `close()` take it out.
 
-use std::cell::RefMut;
+use std::cell::{Cell, RefCell, RefMut};
 use std::io;
 use std::ops::ControlFlow;
-use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::task::Poll;
 
-use super::{Cx, Interest, ReadSome, ReadyOp, RingEntry, settle, start_boxed};
+use super::{Interest, ReadSome};
 use crate::LocalHandle;
 use crate::buf::IoBufMut;
 use crate::driver::Token;
 use crate::service::Job;
-use crate::service::run::Serving;
-use crate::service::source::Source;
+use crate::service::source::{Source, Waiter};
 
-/// The persistent read as the loop stores it: in its direction's line while it waits, in the ready
-/// queue while a chunk (or its end) waits to be handed over.
+/// An operation that stays first in its direction's line while it lasts (see the module docs).
+pub(crate) trait PersistentOp {
+    /// Its direction is ready and it is first in line: reads under the borrow of `source` (from the
+    /// lookup that found it), then hands the chunk over right here when `inline` allows (see
+    /// `LocalHandle::serve_waiters`), or in a job.
+    fn serve(self: Rc<Self>, svc: &LocalHandle, source: RefMut<'_, Source>, inline: bool);
+    /// Taken out of its line by `cancel()` or a close: ends with `err`, handed over by a job.
+    fn cancel(self: Rc<Self>, svc: &LocalHandle, err: io::Error);
+    /// A job: hands over what an earlier read or a cancellation left, then reads on if its
+    /// direction is ready.
+    fn resume(self: Rc<Self>, svc: &LocalHandle);
+}
+
+/// The persistent read of one stream.
 pub(crate) struct ReadEach<B, F> {
     token: Token,
-    /// The source's cancel epoch when it started: a `cancel()` since ends it.
-    epoch: u32,
-    /// The loop's count of queued jobs when it last started waiting (see `ReadyOp::queued_before`).
-    queued_before: u64,
+    state: RefCell<State<B, F>>,
+    /// Why it was taken out of its line, until handed over: a `Cell`, since a cancellation may
+    /// come from the handler itself, while `state` is borrowed.
+    cancelled: Cell<Option<io::Error>>,
+}
+
+struct State<B, F> {
     /// The read of one chunk, tried in place, and the buffer it fills.
     read: ReadSome<B>,
-    handler: F,
-    /// A chunk's length (or the error) not yet handed to the handler.
+    /// `None` once ended: it is never called again.
+    handler: Option<F>,
+    /// A chunk's length (or the error) read but not yet handed over.
     pending: Option<io::Result<usize>>,
+    /// The loop's count of queued jobs when the handler last ran (or the read started): the next
+    /// chunk is handed over only after those jobs ran (see `ReadyOp::queued_before`).
+    queued_before: u64,
 }
 
 impl<B, F> ReadEach<B, F>
@@ -44,118 +63,182 @@ where
         if svc.is_shut_down() {
             return;
         }
-        let epoch = svc
-            .inner
-            .sources
-            .borrow()
-            .get(token)
-            .map_or(0, |s| s.cancel_epoch);
         svc.add_work();
-        let mut boxed = crate::service::pool::boxed(
-            &mut svc.inner.op_pool.borrow_mut(),
-            ReadEach {
-                token,
-                epoch,
-                queued_before: svc.jobs_queued(),
+        let reader = Rc::new(ReadEach {
+            token,
+            state: RefCell::new(State {
                 read: ReadSome::new(buf),
-                handler,
+                handler: Some(handler),
                 pending: None,
-            },
-        );
-        if boxed.read.buf().bytes_total() == 0 {
+                queued_before: svc.jobs_queued(),
+            }),
+            cancelled: Cell::new(None),
+        });
+        let refused = if reader.state.borrow().read.buf().bytes_total() == 0 {
             // A zero-length read would report an end of stream that never came.
-            boxed.pending = Some(Err(io::Error::new(
+            Some(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "read_each needs a buffer with room for at least one byte",
-            )));
-            svc.push_job(Job::Op(boxed));
-            return;
+            ))
+        } else {
+            let mut sources = svc.inner.sources.borrow_mut();
+            match sources.get_mut(token) {
+                Some(source) => {
+                    let fd = source.raw_fd();
+                    let dir = source.dir_mut(Interest::Read);
+                    // First in line on a direction that may be ready: a job makes the first read
+                    // (the handler never runs inside this call). Otherwise an event, or the end of
+                    // the operations ahead of it, serves it.
+                    let read_now = dir.waiters.is_empty() && dir.ready;
+                    dir.push_waiter(Waiter::Persistent(reader.clone()));
+                    drop(sources);
+                    svc.watch_fd(fd);
+                    if read_now {
+                        svc.push_job(Job::Persistent(reader));
+                    }
+                    return;
+                }
+                None => {
+                    drop(sources);
+                    Some(svc.gone_error())
+                }
+            }
+        };
+        reader.state.borrow_mut().pending = refused.map(Err);
+        svc.push_job(Job::Persistent(reader));
+    }
+
+    /// Calls the handler with a chunk, the end of the stream or an error; true when that ended it.
+    #[inline(always)]
+    fn hand_over(
+        &self,
+        state: &mut State<B, F>,
+        svc: &LocalHandle,
+        res: io::Result<usize>,
+    ) -> bool {
+        let State { read, handler, .. } = state;
+        let Some(handler) = handler else {
+            return true;
+        };
+        let flow = match res {
+            Ok(n) if n > 0 => handler(Ok(&read.buf().as_slice()[..n])),
+            // The last call: what it returns changes nothing.
+            Ok(_) => {
+                let _ = handler(Ok(&[]));
+                ControlFlow::Break(())
+            }
+            Err(e) => {
+                let _ = handler(Err(e));
+                ControlFlow::Break(())
+            }
+        };
+        if flow.is_continue() && !svc.is_shut_down() {
+            // Behind whatever the handler queued: its handlers run before the next chunk's.
+            state.queued_before = svc.jobs_queued();
+            return false;
         }
-        start_boxed(svc, token, Interest::Read, true, None, boxed);
+        true
+    }
+
+    /// Ends the stream: leaves the line (serving the operations queued behind it), settles the
+    /// work count, and drops the handler (which may close the socket) last.
+    fn end(&self, mut state: RefMut<'_, State<B, F>>, svc: &LocalHandle) {
+        let Some(handler) = state.handler.take() else {
+            return;
+        };
+        drop(state);
+        let serve_next = {
+            let mut sources = svc.inner.sources.borrow_mut();
+            sources.get_mut(self.token).is_some_and(|source| {
+                let dir = source.dir_mut(Interest::Read);
+                let me = self as *const Self as *const ();
+                dir.waiters
+                    .remove_persistent(|p| std::ptr::eq(Rc::as_ptr(p) as *const (), me));
+                dir.ready && !dir.waiters.is_empty()
+            })
+        };
+        if serve_next {
+            svc.serve_waiters(self.token, Interest::Read, false);
+        }
+        svc.finish_work();
+        drop(handler);
     }
 }
 
-impl<B, F> ReadyOp for ReadEach<B, F>
+impl<B, F> PersistentOp for ReadEach<B, F>
 where
     B: IoBufMut,
     F: FnMut(io::Result<&[u8]>) -> ControlFlow<()> + 'static,
 {
     #[inline]
-    fn retry(&mut self, svc: &LocalHandle, fd: Option<RawFd>) -> bool {
-        if self.pending.is_some() {
-            return true;
-        }
-        let step = svc.try_on(self.token, fd, &mut self.read);
-        settle(&mut self.pending, step)
-    }
-
-    #[inline]
-    fn retry_in(&mut self, source: &mut Source) -> Option<bool> {
-        if self.pending.is_some() {
-            return Some(true);
-        }
-        let step = LocalHandle::try_in(self.token, source, &mut self.read);
-        Some(settle(&mut self.pending, step))
-    }
-
-    fn queued_before(&self) -> u64 {
-        self.queued_before
-    }
-
-    fn serve(
-        self: Box<Self>,
-        svc: &LocalHandle,
-        source: RefMut<'_, Source>,
-        serving: Serving,
-    ) -> bool {
-        svc.serve_op(self, source, serving)
-    }
-
-    fn cancel(&mut self, err: io::Error) {
-        if self.pending.is_none() {
-            self.pending = Some(Err(err));
-        }
-    }
-
-    /// Hands the chunk over; reads on if the handler wants more, or ends.
-    #[inline(always)]
-    fn complete(mut self: Box<Self>, svc: &LocalHandle) {
-        let flow = match self.pending.take() {
-            Some(Ok(n)) if n > 0 => (self.handler)(Ok(&self.read.buf().as_slice()[..n])),
-            // The last call: what it returns changes nothing.
-            Some(Ok(_)) => {
-                let _ = (self.handler)(Ok(&[]));
-                ControlFlow::Break(())
-            }
-            Some(Err(e)) => {
-                let _ = (self.handler)(Err(e));
-                ControlFlow::Break(())
-            }
-            // Never queued without a chunk or an error: read on.
-            None => ControlFlow::Continue(()),
+    fn serve(self: Rc<Self>, svc: &LocalHandle, mut source: RefMut<'_, Source>, inline: bool) {
+        // Never borrowed here: the loop does not serve a source from inside a handler.
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return;
         };
-        if flow.is_continue() && !svc.is_shut_down() {
-            // Behind whatever the handler queued: its handlers run before the next chunk's.
-            self.queued_before = svc.jobs_queued();
-            let (token, epoch) = (self.token, self.epoch);
-            start_boxed(svc, token, Interest::Read, true, Some(epoch), self);
+        if state.handler.is_none() || state.pending.is_some() {
+            return; // ended, or a chunk waits for its job
+        }
+        let res = match LocalHandle::try_in(self.token, &mut source, &mut state.read) {
+            Poll::Ready(res) => res,
+            Poll::Pending => return, // EAGAIN: it waits for the next event, in place
+        };
+        // Still ready after the read (a full buffer, or a short read that proves nothing): read
+        // on from a job, behind the others, so that one busy stream cannot starve the loop.
+        let again = source.read.ready;
+        drop(source);
+        if !(inline && svc.may_run_inline(state.queued_before)) {
+            state.pending = Some(res);
+            drop(state);
+            svc.push_job(Job::Persistent(self));
             return;
         }
-        svc.finish_work();
-        // Dropped here, not recycled: once per stream, and dropping the handler may close the
-        // socket, which must not happen while the pool is borrowed.
-        drop(self);
+        if self.hand_over(&mut state, svc, res) {
+            self.end(state, svc);
+            return;
+        }
+        drop(state);
+        if again {
+            svc.push_job(Job::Persistent(self));
+        }
     }
 
-    fn on_ring(&self) -> bool {
-        false // readiness and `read`, on every backend: no request to make per chunk
+    fn cancel(self: Rc<Self>, svc: &LocalHandle, err: io::Error) {
+        self.cancelled.set(Some(err));
+        svc.push_job(Job::Persistent(self));
     }
 
-    fn prepare(&mut self, _fd: RawFd) -> Option<RingEntry> {
-        None
-    }
-
-    fn on_cqe(&mut self, _res: i32, _cx: &mut Cx<'_>) -> bool {
-        true
+    fn resume(self: Rc<Self>, svc: &LocalHandle) {
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return;
+        };
+        if state.handler.is_none() {
+            return;
+        }
+        if let Some(res) = state.pending.take() {
+            if self.hand_over(&mut state, svc, res) {
+                self.end(state, svc);
+                return;
+            }
+        }
+        if let Some(err) = self.cancelled.take() {
+            self.hand_over(&mut state, svc, Err(err));
+            self.end(state, svc);
+            return;
+        }
+        drop(state);
+        let sources = svc.inner.sources.borrow_mut();
+        let Ok(source) = RefMut::filter_map(sources, |t| t.get_mut(self.token)) else {
+            return; // closed: its cancellation is queued behind this job
+        };
+        let first = match source.read.waiters.first() {
+            Some(Waiter::Persistent(p)) => {
+                std::ptr::eq(Rc::as_ptr(p) as *const (), Rc::as_ptr(&self) as *const ())
+            }
+            _ => false,
+        };
+        if first && source.read.ready {
+            self.serve(svc, source, true);
+        }
     }
 }

@@ -12,7 +12,7 @@
 //! Each direction of a socket has at most one request in flight; the operations that come meanwhile
 //! wait in the direction's waiter list, in order, as on the readiness backends.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -346,7 +346,15 @@ impl LocalHandle {
                     return;
                 }
                 let fd = source.raw_fd();
-                match source.dir_mut(interest).waiters.pop_front() {
+                let waiters = &mut source.dir_mut(interest).waiters;
+                if let Some(Waiter::Persistent(op)) = waiters.first() {
+                    // Served in place, readiness and all (it never goes on the ring).
+                    let op = op.clone();
+                    let sources = RefMut::map(sources, |t| t.get_mut(token).expect("found above"));
+                    op.serve(self, sources, false);
+                    return;
+                }
+                match waiters.pop_front() {
                     Some(w) => (w, fd),
                     None => return,
                 }
@@ -373,6 +381,8 @@ impl LocalHandle {
                         }
                     }
                 }
+                // Seen first above: never popped here.
+                Waiter::Persistent(_) => unreachable!("a persistent operation is served in place"),
                 Waiter::Callback(mut op) => {
                     // A readiness operation queued behind the ring's: it tries its syscall now, on
                     // the fd looked up with it (nothing ran since).

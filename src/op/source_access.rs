@@ -24,7 +24,7 @@ pub(super) enum Look<V> {
 
 impl LocalHandle {
     /// Why an operation on a token that names no source fails.
-    pub(super) fn gone_error(&self) -> io::Error {
+    pub(crate) fn gone_error(&self) -> io::Error {
         if self.is_shut_down() {
             crate::service::shared::gone()
         } else {

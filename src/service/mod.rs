@@ -36,6 +36,8 @@ pub(crate) enum Job {
     Call(Box<dyn FnOnce()>),
     Remote(RemoteJob),
     Op(Box<dyn ReadyOp>),
+    /// A persistent read's chunk to hand over, or its next read (see `op::read_each`).
+    Persistent(std::rc::Rc<dyn crate::op::PersistentOp>),
 }
 
 pub(crate) struct Inner {

@@ -107,6 +107,7 @@ impl LocalHandle {
                 op.cancel(crate::error::cancelled());
                 self.push_job(Job::Op(op));
             }
+            Waiter::Persistent(op) => op.cancel(self, crate::error::cancelled()),
         }
     }
 

@@ -108,6 +108,7 @@ impl LocalHandle {
                     }
                 }
                 Some(Job::Op(op)) => op.complete(self),
+                Some(Job::Persistent(op)) => op.resume(self),
                 None => match shared::pop_local_runnable() {
                     Some(runnable) => self.run_task(runnable),
                     None => match inner.shared.runnables.pop() {
@@ -251,7 +252,7 @@ impl LocalHandle {
     /// it started has run (an earlier operation on its direction that finished at once, say). This
     /// is the loop, not the call that started the operation. Not once the loop is stopped: nothing
     /// but queueing happens after `stop()`.
-    fn serve_waiters(&self, token: Token, interest: Interest, inline: bool) {
+    pub(crate) fn serve_waiters(&self, token: Token, interest: Interest, inline: bool) {
         if self.ring_mode() {
             if let Some(source) = self.inner.sources.borrow_mut().get_mut(token) {
                 source.dir_mut(interest).ready = true;
@@ -282,6 +283,13 @@ impl LocalHandle {
         let mut inline = inline;
         loop {
             let dir = source.dir_mut(interest);
+            if let Some(Waiter::Persistent(op)) = dir.waiters.first() {
+                // It stays first in line: served in place, and nobody behind it is served while it
+                // lasts, so the order of handlers holds whether it runs its handler here or not.
+                let op = op.clone();
+                op.serve(self, source, inline);
+                return;
+            }
             let Some(waiter) = dir.waiters.pop_front() else {
                 return;
             };
@@ -302,6 +310,8 @@ impl LocalHandle {
                         inline,
                     },
                 ),
+                // Seen first above: never popped here.
+                Waiter::Persistent(_) => unreachable!("a persistent operation is served in place"),
             };
             // Nobody else waited: a waker or a try cannot queue a waiter on this direction meanwhile
             // (a handler run inline returns false), so there is nothing left to look at.
@@ -358,16 +368,20 @@ impl LocalHandle {
             }
             return false;
         }
-        if serving.inline
-            && !serving.more
-            && self.inner.dequeued.get() >= op.queued_before()
-            && !self.is_stopped()
-        {
+        if serving.inline && !serving.more && self.may_run_inline(op.queued_before()) {
             op.complete(self);
             return false;
         }
         self.push_job(Job::Op(op));
         serving.more
+    }
+
+    /// Whether a handler may run right where the loop found its operation finished, given the
+    /// count of queued jobs when that operation started: all of those ran, and the loop is not
+    /// stopped (see [`serve_waiters`](LocalHandle::serve_waiters)).
+    #[inline(always)]
+    pub(crate) fn may_run_inline(&self, queued_before: u64) -> bool {
+        self.inner.dequeued.get() >= queued_before && !self.is_stopped()
     }
 
     /// Makes a virtual source (timer, completion) ready: its waiting operations try again.

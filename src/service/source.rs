@@ -7,13 +7,14 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::task::Waker;
 use std::time::Instant;
 
 use slab::Slab;
 
 use crate::driver::Token;
-use crate::op::{Interest, ReadyOp};
+use crate::op::{Interest, PersistentOp, ReadyOp};
 
 /// The fd of a source: owned (closed when the source goes), attached (the caller keeps it open), or
 /// none at all (a timer or completion, made ready by the loop itself).
@@ -46,6 +47,9 @@ pub(crate) enum Waiter {
     Task { id: u64, waker: Waker },
     /// A callback operation: the loop retries it itself.
     Callback(Box<dyn ReadyOp>),
+    /// A persistent read (`read_each`): it stays first in line, served in place for every chunk,
+    /// until it ends or is cancelled.
+    Persistent(Rc<dyn PersistentOp>),
 }
 
 /// The operations waiting on one direction, in order. A direction rarely has more than one: the
@@ -75,6 +79,22 @@ impl WaiterQueue {
             std::mem::forget(self.head.replace(waiter));
         } else {
             self.rest.get_or_insert_default().push_back(waiter);
+        }
+    }
+
+    /// The first waiter, left in place.
+    #[inline(always)]
+    pub(crate) fn first(&self) -> Option<&Waiter> {
+        self.head.as_ref()
+    }
+
+    /// Takes the persistent operation that `is_it` recognises out of the line, if it is there.
+    pub(crate) fn remove_persistent(&mut self, is_it: impl Fn(&Rc<dyn PersistentOp>) -> bool) {
+        let found = |w: &Waiter| matches!(w, Waiter::Persistent(p) if is_it(p));
+        if self.head.as_ref().is_some_and(found) {
+            self.pop_front();
+        } else if let Some(rest) = &mut self.rest {
+            rest.retain(|w| !found(w));
         }
     }
 
@@ -366,7 +386,7 @@ mod tests {
             .take_all()
             .map(|w| match w {
                 Waiter::Task { id, .. } => id,
-                Waiter::Callback(_) => u64::MAX,
+                Waiter::Callback(_) | Waiter::Persistent(_) => u64::MAX,
             })
             .collect()
     }

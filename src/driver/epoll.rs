@@ -76,23 +76,9 @@ impl Driver for EpollDriver {
             Err(rustix::io::Errno::INTR) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        let err_or_hup = epoll::EventFlags::ERR | epoll::EventFlags::HUP;
-        // A TCP read stops at the urgent mark (`MSG_OOB` from the peer) with data queued behind it
-        // and no further edge to come: like a hang-up, urgent data makes the source stop trusting
-        // short reads (`closed`), so the next read tries the syscall instead of waiting forever.
-        let no_more_edges = err_or_hup | epoll::EventFlags::RDHUP | epoll::EventFlags::PRI;
         events.extend(self.buffer.iter().map(|ev| {
-            let flags = ev.flags;
-            let hangup = flags.intersects(err_or_hup);
-            Event {
-                closed: flags.intersects(no_more_edges),
-                token: Token(ev.data.u64()),
-                readable: hangup
-                    || flags.intersects(
-                        epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::PRI,
-                    ),
-                writable: hangup || flags.contains(epoll::EventFlags::OUT),
-            }
+            let flags = ev.flags; // a copy: the kernel's struct is packed
+            Event::new(Token(ev.data.u64()), flags.bits())
         }));
         Ok(())
     }

@@ -103,14 +103,46 @@ impl Token {
     }
 }
 
-/// One readiness report.
+/// One readiness report: the token of the fd and what the kernel said of it, as `poll(2)` flags
+/// (epoll's and io_uring's poll requests use the same values), read where the loop dispatches the
+/// event: a backend copies them as they come, without working anything out per event.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Event {
     pub(crate) token: Token,
-    pub(crate) readable: bool,
-    pub(crate) writable: bool,
-    /// Hang-up, error or the peer's shutdown of its sending side: sticky for the source.
-    pub(crate) closed: bool,
+    flags: u32,
+}
+
+impl Event {
+    const IN: u32 = libc::POLLIN as u32;
+    const PRI: u32 = libc::POLLPRI as u32;
+    const OUT: u32 = libc::POLLOUT as u32;
+    const RDHUP: u32 = libc::POLLRDHUP as u32;
+    /// Error, hang-up, or an fd the kernel does not know (poll): every direction is done.
+    const HUNG: u32 = (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) as u32;
+
+    #[inline(always)]
+    pub(crate) fn new(token: Token, flags: u32) -> Event {
+        Event { token, flags }
+    }
+
+    /// Something to read: data, urgent data, the peer's shutdown, or an error or hang-up to report.
+    #[inline(always)]
+    pub(crate) fn readable(self) -> bool {
+        self.flags & (Self::IN | Self::PRI | Self::RDHUP | Self::HUNG) != 0
+    }
+
+    /// Room to write, or an error or hang-up to report.
+    #[inline(always)]
+    pub(crate) fn writable(self) -> bool {
+        self.flags & (Self::OUT | Self::HUNG) != 0
+    }
+
+    /// No further edge is promised (sticky for the source): a hang-up, an error, the peer's
+    /// shutdown, or TCP urgent data (a read stops at the urgent mark with bytes queued behind it).
+    #[inline(always)]
+    pub(crate) fn closed(self) -> bool {
+        self.flags & (Self::HUNG | Self::RDHUP | Self::PRI) != 0
+    }
 }
 
 /// What every backend provides to the loop.

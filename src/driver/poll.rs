@@ -67,19 +67,12 @@ impl Driver for PollDriver {
             Err(rustix::io::Errno::INTR) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        let hangup = PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL;
         for (pfd, &token) in fds.iter().zip(&self.tokens) {
             let r = pfd.revents();
             if r.is_empty() {
                 continue;
             }
-            let hung = r.intersects(hangup);
-            events.push(Event {
-                token,
-                closed: hung,
-                readable: hung || r.intersects(PollFlags::IN | PollFlags::PRI),
-                writable: hung || r.contains(PollFlags::OUT),
-            });
+            events.push(Event::new(token, u32::from(r.bits())));
         }
         Ok(())
     }

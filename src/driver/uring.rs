@@ -56,8 +56,6 @@ struct Registration {
 const POLL_IN: u32 = libc::POLLIN as u32;
 const POLL_PRI: u32 = libc::POLLPRI as u32;
 const POLL_OUT: u32 = libc::POLLOUT as u32;
-const POLL_ERR: u32 = libc::POLLERR as u32;
-const POLL_HUP: u32 = libc::POLLHUP as u32;
 const POLL_RDHUP: u32 = libc::POLLRDHUP as u32;
 
 pub(crate) struct UringDriver {
@@ -361,15 +359,7 @@ impl UringDriver {
                 continue;
             }
             let revents = res as u32;
-            let hangup = revents & (POLL_ERR | POLL_HUP) != 0;
-            events.push(Event {
-                token: Token(token),
-                readable: hangup || revents & (POLL_IN | POLL_PRI | POLL_RDHUP) != 0,
-                writable: hangup || revents & POLL_OUT != 0,
-                // As on epoll: after a hang-up, the peer's shutdown or TCP urgent data (a read stops
-                // at the urgent mark with bytes queued behind it), no further wake-up is promised.
-                closed: hangup || revents & (POLL_RDHUP | POLL_PRI) != 0,
-            });
+            events.push(Event::new(Token(token), revents));
         }
         // A multishot poll the kernel ended (e.g. under memory pressure) is re-armed while its fd is
         // still registered under the same token.

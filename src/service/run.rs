@@ -210,8 +210,8 @@ impl LocalHandle {
         let Ok(mut source) = RefMut::filter_map(sources, |t| t.get_mut(ev.token)) else {
             return; // closed since: a stale event
         };
-        let read = ev.readable && arm(&mut source, Interest::Read, ev.closed);
-        let write = ev.writable && arm(&mut source, Interest::Write, ev.closed);
+        let read = ev.readable() && arm(&mut source, Interest::Read, ev.closed());
+        let write = ev.writable() && arm(&mut source, Interest::Write, ev.closed());
         if read {
             self.serve_from(source, ev.token, Interest::Read, inline);
         } else {
@@ -231,8 +231,8 @@ impl LocalHandle {
                 return;
             };
             (
-                ev.readable && arm(source, Interest::Read, ev.closed),
-                ev.writable && arm(source, Interest::Write, ev.closed),
+                ev.readable() && arm(source, Interest::Read, ev.closed()),
+                ev.writable() && arm(source, Interest::Write, ev.closed()),
             )
         };
         if read {

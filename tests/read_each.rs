@@ -1,7 +1,8 @@
 //! Persistent reads (`read_each`) and the calls that do not wait (`try_read`, `try_write`): an echo
 //! built from them moves a large transfer intact over TCP and Unix, each chunk is handed over once
 //! and in order, the end of the stream, an error or a cancel ends it with one last call, a break
-//! leaves the unread bytes in the socket, and a pending operation keeps its turn before a try.
+//! leaves the unread bytes in the socket, a read started meanwhile waits for the persistent read to
+//! end, and a pending operation keeps its turn before a try.
 
 #[macro_use]
 mod util;
@@ -161,6 +162,44 @@ matrix_test!(a_break_leaves_the_rest_in_the_socket, |svc| {
     let (res, buf) = svc.block_on(b.read_exact(vec![0u8; 6]));
     res.unwrap();
     assert_eq!(buf, b"456789", "the bytes after the break are still there");
+});
+
+matrix_test!(a_read_started_meanwhile_waits_for_read_each_to_end, |svc| {
+    let (a, b) = StreamSocket::pair(svc).unwrap();
+    let b = Rc::new(b);
+    let order = Rc::new(RefCell::new(Vec::<String>::new()));
+    b.read_each(vec![0u8; 4], {
+        let (order, b) = (order.clone(), b.clone());
+        move |res| {
+            let chunk = res.expect("chunk").to_vec();
+            order
+                .borrow_mut()
+                .push(format!("each {}", String::from_utf8_lossy(&chunk)));
+            if chunk == b"0123" {
+                // Queued behind the persistent read: it must not take the next bytes from it.
+                let order = order.clone();
+                b.read_exact(vec![0u8; 2]).then(move |(res, buf)| {
+                    res.expect("read_exact");
+                    order
+                        .borrow_mut()
+                        .push(format!("exact {}", String::from_utf8_lossy(&buf)));
+                });
+                util::assert_kind(&b.try_read(&mut [0u8; 1]), io::ErrorKind::WouldBlock);
+                return ControlFlow::Continue(());
+            }
+            ControlFlow::Break(()) // "4567": the read behind it gets what follows
+        }
+    });
+    // All there from the start: the read queued behind could take bytes at once if it jumped
+    // the line.
+    a.try_write(b"01234567ab").unwrap();
+    svc.run_until_done().unwrap();
+    assert_eq!(
+        *order.borrow(),
+        ["each 0123", "each 4567", "exact ab"],
+        "the read queued during read_each ran after it ended, on the bytes it left"
+    );
+    assert_eq!(svc.pending_work(), 0);
 });
 
 matrix_test!(cancel_ends_read_each_with_one_ecanceled, |svc| {

@@ -257,7 +257,9 @@ impl StreamSocket {
     /// `handler` gets `Ok(chunk)` for each read (the bytes at the start of `buf`, valid for the
     /// call), then once `Ok(&[])` at the end of the stream or `Err(e)` on an error, a `cancel()` or
     /// a `close()` (`ECANCELED`), after which it is dropped. It runs on the loop, never inside this
-    /// call. One operation serves every chunk: no allocation per read. With
+    /// call. One operation serves every chunk, in place: no allocation and no re-queueing per
+    /// read. While it lasts it has the socket's reading side to itself: other reads started
+    /// meanwhile wait behind it (and `try_read` says `WouldBlock`) until it ends. With
     /// [`try_write`](StreamSocket::try_write) it makes the cheapest echo; to write more than the
     /// socket takes at once, break, write the rest with [`write_all`](StreamSocket::write_all) and
     /// call `read_each` again from its handler.

@@ -126,7 +126,7 @@ fn start_boxed<T: ReadyOp + 'static>(
         };
         let fd = source.raw_fd();
         let dir = source.dir_mut(interest);
-        if needs_ready && !dir.ready {
+        if needs_ready && (!dir.ready || dir.waiters.held()) {
             dir.push_waiter(Waiter::Callback(boxed));
             drop(sources);
             svc.watch_fd(fd);

@@ -195,7 +195,11 @@ impl LocalHandle {
         let Some(fd) = source.fd().map(|fd| fd.as_raw_fd()) else {
             return RingStart::Gone(op);
         };
-        if source.dir(interest).inflight().is_some() || source.backoff_until(interest).is_some() {
+        let dir = source.dir(interest);
+        if dir.inflight().is_some()
+            || dir.waiters.held()
+            || source.backoff_until(interest).is_some()
+        {
             return RingStart::Busy(op);
         }
         let Some(entry) = op.prepare(fd) else {

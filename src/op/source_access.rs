@@ -175,7 +175,12 @@ impl LocalHandle {
         let fd = source.raw_fd();
         let epoch = source.cancel_epoch;
         let must_wait = match try_here {
-            _ if needs_ready && !source.dir(interest).ready => true,
+            _ if needs_ready
+                && (!source.dir(interest).ready
+                    || (waiting.is_none() && source.dir(interest).waiters.held())) =>
+            {
+                true
+            }
             Some(op) => match Self::try_in(token, source, op) {
                 Poll::Ready(res) => return Look::Done(res),
                 Poll::Pending => true,

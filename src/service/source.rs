@@ -82,6 +82,13 @@ impl WaiterQueue {
         }
     }
 
+    /// Whether a persistent operation holds the line (see `op::read_each`): one started now queues
+    /// behind it, even on a ready direction, instead of taking the bytes it is reading.
+    #[inline(always)]
+    pub(crate) fn held(&self) -> bool {
+        matches!(self.head, Some(Waiter::Persistent(_)))
+    }
+
     /// The first waiter, left in place.
     #[inline(always)]
     pub(crate) fn first(&self) -> Option<&Waiter> {

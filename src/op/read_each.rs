@@ -176,8 +176,8 @@ where
         let Ok(mut state) = self.state.try_borrow_mut() else {
             return;
         };
-        if state.handler.is_none() || state.pending.is_some() {
-            return; // ended, or a chunk waits for its job
+        if state.pending.is_some() {
+            return; // a chunk waits for its job (an ended one is out of the line: never here)
         }
         let res = match LocalHandle::try_in(self.token, &mut source, &mut state.read) {
             Poll::Ready(res) => res,

@@ -140,6 +140,14 @@ where
         true
     }
 
+    /// Whether `op`, a waiter of its line, is this read.
+    fn is(&self, op: &Rc<dyn PersistentOp>) -> bool {
+        std::ptr::eq(
+            Rc::as_ptr(op) as *const (),
+            self as *const Self as *const (),
+        )
+    }
+
     /// Ends the stream: leaves the line (serving the operations queued behind it), settles the
     /// work count, and drops the handler (which may close the socket) last.
     fn end(&self, mut state: RefMut<'_, State<B, F>>, svc: &LocalHandle) {
@@ -151,9 +159,7 @@ where
             let mut sources = svc.inner.sources.borrow_mut();
             sources.get_mut(self.token).is_some_and(|source| {
                 let dir = source.dir_mut(Interest::Read);
-                let me = self as *const Self as *const ();
-                dir.waiters
-                    .remove_persistent(|p| std::ptr::eq(Rc::as_ptr(p) as *const (), me));
+                dir.waiters.remove_persistent(|op| self.is(op));
                 dir.ready && !dir.waiters.is_empty()
             })
         };
@@ -231,12 +237,8 @@ where
         let Ok(source) = RefMut::filter_map(sources, |t| t.get_mut(self.token)) else {
             return; // closed: its cancellation is queued behind this job
         };
-        let first = match source.read.waiters.first() {
-            Some(Waiter::Persistent(p)) => {
-                std::ptr::eq(Rc::as_ptr(p) as *const (), Rc::as_ptr(&self) as *const ())
-            }
-            _ => false,
-        };
+        let first =
+            matches!(source.read.waiters.first(), Some(Waiter::Persistent(op)) if self.is(op));
         if first && source.read.ready {
             self.serve(svc, source, true);
         }

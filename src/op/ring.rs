@@ -14,7 +14,7 @@
 
 use std::cell::{RefCell, RefMut};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::Waker;
 
@@ -192,7 +192,7 @@ impl LocalHandle {
         let Some(source) = sources.get_mut(token) else {
             return RingStart::Gone(op);
         };
-        let Some(fd) = source.fd().map(|fd| fd.as_raw_fd()) else {
+        let Some(fd) = source.raw_fd() else {
             return RingStart::Gone(op);
         };
         let dir = source.dir(interest);
@@ -300,7 +300,7 @@ impl LocalHandle {
                 .sources
                 .borrow()
                 .get(token)
-                .and_then(|s| s.fd().map(|fd| fd.as_raw_fd()));
+                .and_then(|s| s.raw_fd());
             match fd.and_then(|fd| op.prepare(fd)) {
                 Some(entry) => {
                     if let Some(slot) = self.inner.inflight.borrow_mut().get_mut(key as usize) {
@@ -340,8 +340,8 @@ impl LocalHandle {
     pub(crate) fn ring_next(&self, token: Token, interest: Interest) {
         loop {
             let (waiter, fd) = {
-                let mut sources = self.inner.sources.borrow_mut();
-                let Some(source) = sources.get_mut(token) else {
+                let sources = self.inner.sources.borrow_mut();
+                let Ok(mut source) = RefMut::filter_map(sources, |t| t.get_mut(token)) else {
                     return;
                 };
                 if source.dir(interest).inflight().is_some()
@@ -354,8 +354,7 @@ impl LocalHandle {
                 if let Some(Waiter::Persistent(op)) = waiters.first() {
                     // Served in place, readiness and all (it never goes on the ring).
                     let op = op.clone();
-                    let sources = RefMut::map(sources, |t| t.get_mut(token).expect("found above"));
-                    op.serve(self, sources, false);
+                    op.serve(self, source, false);
                     return;
                 }
                 match waiters.pop_front() {

@@ -200,46 +200,26 @@ impl LocalHandle {
     }
 
     /// Dispatches one event of the driver. One look at the source settles the directions nobody
-    /// waits on and takes the first reader from its line, tried right there (a read needs nothing
-    /// but the fd); then the others are served, reading first.
+    /// waits on and, on a readiness backend, serves the readers under that same look (see
+    /// [`serve_from`](LocalHandle::serve_from)); then the writers are served.
     fn dispatch_event(&self, ev: Event, inline: bool) {
-        if self.ring_mode() {
-            return self.dispatch_ring_event(ev);
-        }
         let sources = self.inner.sources.borrow_mut();
         let Ok(mut source) = RefMut::filter_map(sources, |t| t.get_mut(ev.token)) else {
             return; // closed since: a stale event
         };
         let read = ev.readable() && arm(&mut source, Interest::Read, ev.closed());
         let write = ev.writable() && arm(&mut source, Interest::Write, ev.closed());
-        if read {
+        if read && !self.ring_mode() {
             self.serve_from(source, ev.token, Interest::Read, inline);
         } else {
             drop(source);
+            if read {
+                // On io_uring, waiters are served in turn with the operations on the ring.
+                self.serve_waiters(ev.token, Interest::Read, inline);
+            }
         }
         if write {
             self.serve_waiters(ev.token, Interest::Write, inline);
-        }
-    }
-
-    /// [`dispatch_event`](LocalHandle::dispatch_event) on io_uring, where waiters are served in turn
-    /// with the operations on the ring.
-    fn dispatch_ring_event(&self, ev: Event) {
-        let (read, write) = {
-            let mut sources = self.inner.sources.borrow_mut();
-            let Some(source) = sources.get_mut(ev.token) else {
-                return;
-            };
-            (
-                ev.readable() && arm(source, Interest::Read, ev.closed()),
-                ev.writable() && arm(source, Interest::Write, ev.closed()),
-            )
-        };
-        if read {
-            self.serve_waiters(ev.token, Interest::Read, false);
-        }
-        if write {
-            self.serve_waiters(ev.token, Interest::Write, false);
         }
     }
 
@@ -276,11 +256,11 @@ impl LocalHandle {
         source: RefMut<'_, Source>,
         token: Token,
         interest: Interest,
-        inline: bool,
+        mut inline: bool,
     ) {
+        // Rebound: the lookups of later waiters borrow the table anew, for a shorter lifetime.
         let mut source = source;
         source.dir_mut(interest).ready = true;
-        let mut inline = inline;
         loop {
             let dir = source.dir_mut(interest);
             if let Some(Waiter::Persistent(op)) = dir.waiters.first() {

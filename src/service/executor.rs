@@ -1,11 +1,10 @@
 //! The local executor: futures spawned on a loop and polled on its thread.
 //!
-//! Tasks are allocated and woken through `async-task`, so a `Waker` may travel to other threads (a
-//! wake from there goes through the loop's eventfd) while the futures themselves stay `!Send`. The loop
-//! keeps every live task in a table, so that dropping the `IoService` drops every unfinished future on
-//! the loop's thread.
+//! A task's `Waker` may travel to other threads (a wake from there goes through the loop's eventfd)
+//! while the futures themselves stay `!Send`, in the loop's task table (see `task`), so that dropping
+//! the `IoService` drops every unfinished future on the loop's thread.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
@@ -13,22 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use async_task::{Runnable, Task};
-use slab::Slab;
-
 use super::LocalHandle;
-use super::shared::Shared;
-
-#[derive(Default)]
-pub(crate) struct TaskTable {
-    tasks: Slab<TaskEntry>,
-}
-
-struct TaskEntry {
-    task: Task<(), usize>,
-    /// Counted as work for `run_until_done` (not spawned as background).
-    counted: bool,
-}
+use super::shared::{self, Shared};
+use super::task::TaskRef;
 
 /// Why a spawned task produced no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,16 +84,16 @@ impl<T> Drop for FinishGuard<T> {
 pub struct JoinHandle<T> {
     state: Rc<JoinState<T>>,
     svc: LocalHandle,
-    key: usize,
+    /// `None` for a task cancelled as it was spawned (the loop was shut down).
+    task: Option<TaskRef>,
 }
 
 impl<T> JoinHandle<T> {
     /// Cancels the task: its future is dropped now (or, if it is running, when it next yields), and
     /// the handle resolves to [`JoinError::Cancelled`].
     pub fn abort(&self) {
-        // A finished task's key may already belong to another task.
-        if !self.is_finished() {
-            drop(self.svc.remove_task(self.key));
+        if let Some(task) = self.task {
+            drop(self.svc.remove_task(task));
         }
     }
 
@@ -186,42 +172,27 @@ impl LocalHandle {
             let guard = guard;
             let out = future.await;
             guard.state.finish(Ok(out));
-            FINISHED.set(true);
         };
-        let mut tasks = self.inner.tasks.borrow_mut();
-        let entry = tasks.tasks.vacant_entry();
-        let key = entry.key();
-        let shared = self.inner.shared.clone();
-        let (runnable, task) = async_task::Builder::new().metadata(key).spawn_local(
-            move |_| wrapped,
-            move |r| super::shared::schedule(&shared, r),
-        );
-        if self.is_shut_down() {
-            drop(tasks);
-            drop(task); // cancelled at once: the handle reports Cancelled
-            drop(runnable);
+        let task = if self.is_shut_down() {
+            drop(wrapped); // cancelled at once: the handle reports Cancelled
+            None
         } else {
-            entry.insert(TaskEntry { task, counted });
-            drop(tasks);
+            let task = self.inner.tasks.borrow_mut().insert(
+                &self.inner.shared,
+                Box::pin(wrapped),
+                counted,
+            );
             if counted {
                 self.add_work();
             }
-            runnable.schedule();
-        }
+            shared::schedule(&self.inner.shared, task);
+            Some(task)
+        };
         JoinHandle {
             state,
             svc: self.clone(),
-            key,
+            task,
         }
-    }
-
-    pub(crate) fn run_task(&self, runnable: Runnable<usize>) {
-        let _cleanup = ReapOnExit {
-            svc: self,
-            key: *runnable.metadata(),
-        };
-        // A panic unwinds out of `run` (and out of the loop's `run()`); the guard still reaps the task.
-        runnable.run();
     }
 
     /// Runs the loop on this thread until `future` completes, and returns its output. `stop()` does
@@ -268,50 +239,6 @@ impl LocalHandle {
     }
 }
 
-/// Removes a finished (or panicked) task from the table after it ran.
-struct ReapOnExit<'a> {
-    svc: &'a LocalHandle,
-    key: usize,
-}
-
-thread_local! {
-    /// Set by a task's future as it completes, read (and cleared) by the `ReapOnExit` of the run that
-    /// completed it: a run that neither completed its future nor panicked leaves the table alone.
-    static FINISHED: Cell<bool> = const { Cell::new(false) };
-}
-
-impl Drop for ReapOnExit<'_> {
-    fn drop(&mut self) {
-        // An aborted task was taken out of the table by `abort` already.
-        if !FINISHED.replace(false) && !std::thread::panicking() {
-            return;
-        }
-        let finished = self
-            .svc
-            .inner
-            .tasks
-            .borrow()
-            .tasks
-            .get(self.key)
-            .is_some_and(|e| e.task.is_finished());
-        if finished {
-            drop(self.svc.remove_task(self.key));
-        }
-    }
-}
-
-impl LocalHandle {
-    /// Takes a task out of the table (finished, panicked or aborted), settling its work count. The
-    /// caller drops it after the table's borrow is released.
-    fn remove_task(&self, key: usize) -> Option<Task<(), usize>> {
-        let entry = self.inner.tasks.borrow_mut().tasks.try_remove(key)?;
-        if entry.counted {
-            self.finish_work();
-        }
-        Some(entry.task)
-    }
-}
-
 struct BlockOnWaker {
     woken: AtomicBool,
     shared: Arc<Shared>,
@@ -325,29 +252,4 @@ impl Wake for BlockOnWaker {
         self.woken.store(true, Ordering::Release);
         self.shared.notify_if_remote();
     }
-}
-
-pub(crate) fn shutdown_tasks(svc: &LocalHandle) {
-    // Cancelling an idle task schedules it so that its future is dropped where it was spawned: drop
-    // the task handles, then the runnables they queued, here, until nothing is left.
-    loop {
-        let tasks: Vec<Task<(), usize>> = svc
-            .inner
-            .tasks
-            .borrow_mut()
-            .tasks
-            .drain()
-            .map(|e| e.task)
-            .collect();
-        let mut dropped = !tasks.is_empty();
-        drop(tasks);
-        while let Ok(runnable) = svc.inner.shared.runnables.pop() {
-            dropped = true;
-            drop(runnable);
-        }
-        if !dropped {
-            break;
-        }
-    }
-    svc.inner.shared.runnables.close();
 }

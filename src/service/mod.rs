@@ -12,6 +12,7 @@ mod registry;
 pub(crate) mod run;
 pub(crate) mod shared;
 pub(crate) mod source;
+pub(crate) mod task;
 mod timers;
 
 use std::cell::{Cell, RefCell};
@@ -57,7 +58,7 @@ pub(crate) struct Inner {
     remote_jobs: RefCell<Vec<RemoteJob>>,
     /// Timer deadlines and back-offs.
     timers: RefCell<TimerQueue>,
-    pub(crate) tasks: RefCell<executor::TaskTable>,
+    pub(crate) tasks: RefCell<task::TaskTable>,
     /// Pending callback operations and live tasks that are not background: what `run_until_done`
     /// waits for.
     work: Cell<usize>,
@@ -121,7 +122,7 @@ impl Builder {
             events: RefCell::new(Vec::with_capacity(1024)),
             remote_jobs: RefCell::new(Vec::new()),
             timers: RefCell::new(TimerQueue::default()),
-            tasks: RefCell::new(executor::TaskTable::default()),
+            tasks: RefCell::new(task::TaskTable::default()),
             work: Cell::new(0),
             blocking: RefCell::new(None),
             max_blocking_threads: self.max_blocking_threads,

@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use super::source::{FdSlot, Source, Waiter};
-use super::{Job, LocalHandle, executor, shared};
+use super::{Job, LocalHandle, shared, task};
 use crate::driver::{Driver, Token};
 use crate::op::Interest;
 
@@ -182,7 +182,7 @@ impl LocalHandle {
         // Blocking jobs not yet started are dropped; running ones finish on their own.
         drop(inner.blocking.borrow_mut().take());
         // Tasks first: dropping their futures may drop objects that close sources.
-        executor::shutdown_tasks(self);
+        task::shutdown_tasks(self);
         loop {
             let jobs: Vec<Job> = inner.ready.borrow_mut().drain(..).collect();
             let sources = inner.sources.borrow_mut().drain();

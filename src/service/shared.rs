@@ -9,8 +9,9 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_task::Runnable;
 use concurrent_queue::ConcurrentQueue;
+
+use super::task::TaskRef;
 
 /// A closure sent to the loop from any thread; it gets the loop's handle when it runs, and returns
 /// whether it was a handler (a posted closure) rather than the loop's own bookkeeping (delivering a
@@ -27,44 +28,55 @@ pub(crate) struct Shared {
     /// Set when the `IoService` is dropped: posting is refused from then on.
     closed: AtomicBool,
     remote: Mutex<Vec<RemoteJob>>,
-    pub(crate) runnables: ConcurrentQueue<Runnable<usize>>,
+    pub(crate) runnables: ConcurrentQueue<TaskRef>,
 }
 
 thread_local! {
-    /// The loop currently running on this thread, if any: wake-ups from inside it need no eventfd write.
-    static RUNNING: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
-    /// The tasks that the loop running on this thread woke from its own thread: a plain queue, without
-    /// the atomics of `Shared::runnables` (which takes the wakes from other threads).
-    static LOCAL_RUNNABLES: RefCell<VecDeque<Runnable<usize>>> = const { RefCell::new(VecDeque::new()) };
+    /// The loop currently running on this thread, if any (wake-ups from inside it need no eventfd
+    /// write), and the tasks it woke from this thread: a plain queue, without the atomics of
+    /// `Shared::runnables` (which takes the wakes from other threads). One thread-local for both, so
+    /// that a wake looks it up once.
+    static LOCAL: LocalRun = const {
+        LocalRun {
+            running: Cell::new(std::ptr::null()),
+            queue: RefCell::new(VecDeque::new()),
+        }
+    };
+}
+
+struct LocalRun {
+    running: Cell<*const Shared>,
+    queue: RefCell<VecDeque<TaskRef>>,
 }
 
 /// Queues a woken task: on the local queue when its loop is the one running on this thread (`shared`
 /// is that loop's), otherwise on the loop's cross-thread queue, poking the loop.
-pub(crate) fn schedule(shared: &Shared, runnable: Runnable<usize>) {
-    if RUNNING.with(|r| std::ptr::eq(r.get(), shared)) {
-        LOCAL_RUNNABLES.with(|q| q.borrow_mut().push_back(runnable));
-        return;
+#[inline]
+pub(crate) fn schedule(shared: &Shared, task: TaskRef) {
+    let local = LOCAL.with(|l| {
+        let here = std::ptr::eq(l.running.get(), shared);
+        if here {
+            l.queue.borrow_mut().push_back(task);
+        }
+        here
+    });
+    // The queue is unbounded and only closed when the loop is dropped, when there is nothing left to
+    // wake: a failed push is dropped.
+    if !local && shared.runnables.push(task).is_ok() {
+        shared.notify();
     }
-    // The queue is unbounded and only closed when the loop is dropped; a push can then fail, and the
-    // runnable must not be dropped on a foreign thread (its future is !Send): forget it, leaking one task
-    // that can never run again.
-    if let Err(e) = shared.runnables.push(runnable) {
-        std::mem::forget(e.into_inner());
-        return;
-    }
-    shared.notify();
 }
 
-/// The next task woken on this thread by the loop running here (see `LOCAL_RUNNABLES`).
+/// The next task woken on this thread by the loop running here (see `LOCAL`).
 #[inline]
-pub(crate) fn pop_local_runnable() -> Option<Runnable<usize>> {
-    LOCAL_RUNNABLES.with(|q| q.borrow_mut().pop_front())
+pub(crate) fn pop_local_runnable() -> Option<TaskRef> {
+    LOCAL.with(|l| l.queue.borrow_mut().pop_front())
 }
 
 /// How many tasks the loop running here has woken from this thread and not yet run.
 #[inline]
 pub(crate) fn local_runnables() -> usize {
-    LOCAL_RUNNABLES.with(|q| q.borrow().len())
+    LOCAL.with(|l| l.queue.borrow().len())
 }
 
 impl Shared {
@@ -93,7 +105,7 @@ impl Shared {
 
     /// Pokes the loop unless the caller is the loop itself, running on this thread.
     pub(crate) fn notify_if_remote(&self) {
-        if !RUNNING.with(|r| std::ptr::eq(r.get(), self)) {
+        if !LOCAL.with(|l| std::ptr::eq(l.running.get(), self)) {
             self.notify();
         }
     }
@@ -145,8 +157,12 @@ impl Shared {
     /// loop that was running here already (this one was run from one of its handlers) is set aside
     /// meanwhile.
     pub(crate) fn enter(self: &Arc<Self>) -> RunningGuard {
-        let previous = RUNNING.with(|r| r.replace(Arc::as_ptr(self)));
-        let previous_queue = LOCAL_RUNNABLES.with(|q| std::mem::take(&mut *q.borrow_mut()));
+        let (previous, previous_queue) = LOCAL.with(|l| {
+            (
+                l.running.replace(Arc::as_ptr(self)),
+                std::mem::take(&mut *l.queue.borrow_mut()),
+            )
+        });
         RunningGuard {
             shared: self.clone(),
             previous,
@@ -158,24 +174,22 @@ impl Shared {
 pub(crate) struct RunningGuard {
     shared: Arc<Shared>,
     previous: *const Shared,
-    previous_queue: VecDeque<Runnable<usize>>,
+    previous_queue: VecDeque<TaskRef>,
 }
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        RUNNING.with(|r| r.set(self.previous));
         // Tasks woken here and not yet run (the loop stopped, or a panic passed out) wait on the
         // loop's own queue for its next run; the outer loop gets its local queue back.
-        let left = LOCAL_RUNNABLES.with(|q| {
+        let left = LOCAL.with(|l| {
+            l.running.set(self.previous);
             std::mem::replace(
-                &mut *q.borrow_mut(),
+                &mut *l.queue.borrow_mut(),
                 std::mem::take(&mut self.previous_queue),
             )
         });
-        for runnable in left {
-            if let Err(e) = self.shared.runnables.push(runnable) {
-                std::mem::forget(e.into_inner()); // closed: see `schedule`
-            }
+        for task in left {
+            let _ = self.shared.runnables.push(task); // closed: see `schedule`
         }
     }
 }

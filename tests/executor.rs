@@ -274,3 +274,108 @@ matrix_test!(block_on_runs_handlers_and_tasks_meanwhile, |svc| {
     svc.stop();
     assert_eq!(svc.block_on(async { 3 }), 3);
 });
+
+matrix_test!(
+    a_task_aborted_while_it_runs_is_dropped_when_it_yields,
+    |svc| {
+        let drops = Rc::new(Cell::new(0));
+        let resumed = Rc::new(Cell::new(false));
+        let own_handle = Rc::new(RefCell::new(None::<aio::JoinHandle<()>>));
+        let (a, _b) = StreamSocket::pair(svc).unwrap();
+        let task = svc.spawn({
+            let (guard, resumed, own_handle) = (
+                DropCount(drops.clone()),
+                resumed.clone(),
+                own_handle.clone(),
+            );
+            async move {
+                let _guard = guard;
+                // The task aborts itself, then yields: it must not be polled again.
+                own_handle
+                    .borrow()
+                    .as_ref()
+                    .expect("handle stored before the first poll")
+                    .abort();
+                let _ = a.read_some(vec![0u8; 4]).await; // nobody writes
+                resumed.set(true);
+            }
+        });
+        let joined = Rc::new(RefCell::new(None));
+        svc.spawn({
+            let (joined, own_handle) = (joined.clone(), own_handle.clone());
+            let _ = own_handle.borrow_mut().insert(task);
+            async move {
+                let task = own_handle.borrow_mut().take().unwrap();
+                *joined.borrow_mut() = Some(task.await);
+            }
+        });
+        svc.run_until_done().unwrap();
+        assert_eq!(drops.get(), 1, "the future was dropped once");
+        assert!(!resumed.get());
+        assert_eq!(*joined.borrow(), Some(Err(JoinError::Cancelled)));
+    }
+);
+
+/// Counts its polls; pending until `ready` is set (woken by whoever holds its waker).
+struct CountPolls {
+    polls: Rc<Cell<usize>>,
+    ready: Rc<Cell<bool>>,
+    waker: Rc<RefCell<Option<Waker>>>,
+}
+
+impl Future for CountPolls {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.polls.set(self.polls.get() + 1);
+        if self.ready.get() {
+            return Poll::Ready(());
+        }
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+matrix_test!(a_stale_waker_does_not_poll_the_next_task, |svc| {
+    // The first task finishes, leaving its waker behind.
+    let stale = Rc::new(RefCell::new(None));
+    let first_ready = Rc::new(Cell::new(false));
+    let first = svc.spawn(CountPolls {
+        polls: Rc::new(Cell::new(0)),
+        ready: first_ready.clone(),
+        waker: stale.clone(),
+    });
+    svc.poll().unwrap();
+    first_ready.set(true);
+    stale.borrow().as_ref().unwrap().wake_by_ref();
+    assert_eq!(svc.block_on(first), Ok(()));
+    let stale = stale.borrow_mut().take().expect("the first task's waker");
+
+    // The next task may take the finished one's place; waking the old waker must not poll it.
+    let polls = Rc::new(Cell::new(0));
+    let ready = Rc::new(Cell::new(false));
+    let waker = Rc::new(RefCell::new(None));
+    let second = svc.spawn(CountPolls {
+        polls: polls.clone(),
+        ready: ready.clone(),
+        waker: waker.clone(),
+    });
+    svc.poll().unwrap();
+    assert_eq!(polls.get(), 1);
+    for _ in 0..3 {
+        stale.wake_by_ref();
+        svc.poll().unwrap();
+    }
+    assert_eq!(
+        polls.get(),
+        1,
+        "a late wake of a finished task polls nothing"
+    );
+    // Many wakes before it runs poll it once.
+    ready.set(true);
+    let current = waker.borrow_mut().take().unwrap();
+    current.wake_by_ref();
+    current.wake_by_ref();
+    current.wake();
+    assert_eq!(svc.block_on(second), Ok(()));
+    assert_eq!(polls.get(), 2);
+});

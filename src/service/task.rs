@@ -139,11 +139,14 @@ impl LocalHandle {
             Poll::Ready(()) => drop(self.remove_task(task)),
             Poll::Pending => {
                 let mut tasks = self.inner.tasks.borrow_mut();
-                if let Some(entry) = tasks.get_mut(task) {
-                    entry.body = Some((waker, future));
-                    return;
+                match tasks.get_mut(task) {
+                    Some(entry) => entry.body = Some((waker, future)),
+                    // Aborted while it ran: its future is dropped now, outside the table's borrow.
+                    None => {
+                        drop(tasks);
+                        drop((waker, future));
+                    }
                 }
-                // Aborted while it ran: its future is dropped now, outside the table's borrow.
             }
         }
     }

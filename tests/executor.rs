@@ -303,7 +303,7 @@ matrix_test!(
         let joined = Rc::new(RefCell::new(None));
         svc.spawn({
             let (joined, own_handle) = (joined.clone(), own_handle.clone());
-            let _ = own_handle.borrow_mut().insert(task);
+            *own_handle.borrow_mut() = Some(task);
             async move {
                 let task = own_handle.borrow_mut().take().unwrap();
                 *joined.borrow_mut() = Some(task.await);

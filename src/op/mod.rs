@@ -395,7 +395,7 @@ impl<O: Operation> Op<O> {
         let id = self.svc.next_waiter_id();
         let waiter = Waiter::Task {
             id,
-            waker: cx.waker().clone(),
+            wake: self.svc.task_wake(cx.waker()),
         };
         match self.svc.register(self.token, interest, waiter) {
             Ok(epoch) => {

@@ -363,7 +363,7 @@ impl LocalHandle {
                 }
             };
             match waiter {
-                Waiter::Task { waker, .. } => waker.wake(),
+                Waiter::Task { wake, .. } => self.wake_task(wake),
                 Waiter::Callback(op) if op.on_ring() => {
                     match self.ring_start(token, interest, RingOp::Callback(op)) {
                         RingStart::Started(_) => return,

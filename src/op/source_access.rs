@@ -162,9 +162,9 @@ impl LocalHandle {
                 }
                 (None, true) => return Look::Fail(crate::error::cancelled()),
                 (Some(pos), false) => {
-                    if let Some(Waiter::Task { waker: w, .. }) = waiters.get_mut(pos) {
-                        if !w.will_wake(waker) {
-                            *w = waker.clone();
+                    if let Some(Waiter::Task { wake, .. }) = waiters.get_mut(pos) {
+                        if !self.still_wakes(wake, waker) {
+                            *wake = self.task_wake(waker);
                         }
                     }
                     return Look::Wait(id, epoch);
@@ -193,7 +193,7 @@ impl LocalHandle {
         let id = self.next_waiter_id();
         source.dir_mut(interest).push_waiter(Waiter::Task {
             id,
-            waker: waker.clone(),
+            wake: self.task_wake(waker),
         });
         self.watch_fd(fd);
         Look::Wait(id, epoch)

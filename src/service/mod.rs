@@ -59,6 +59,10 @@ pub(crate) struct Inner {
     /// Timer deadlines and back-offs.
     timers: RefCell<TimerQueue>,
     pub(crate) tasks: RefCell<task::TaskTable>,
+    /// Tasks woken by number on this thread (see `task::TaskWake`), to run in this order.
+    pub(crate) run_queue: RefCell<VecDeque<task::TaskRef>>,
+    /// The task being polled, if any (see `task::TaskWake`).
+    current_task: Cell<Option<task::CurrentTask>>,
     /// Pending callback operations and live tasks that are not background: what `run_until_done`
     /// waits for.
     work: Cell<usize>,
@@ -123,6 +127,8 @@ impl Builder {
             remote_jobs: RefCell::new(Vec::new()),
             timers: RefCell::new(TimerQueue::default()),
             tasks: RefCell::new(task::TaskTable::default()),
+            run_queue: RefCell::new(VecDeque::new()),
+            current_task: Cell::new(None),
             work: Cell::new(0),
             blocking: RefCell::new(None),
             max_blocking_threads: self.max_blocking_threads,

@@ -102,7 +102,7 @@ impl LocalHandle {
 
     pub(crate) fn cancel_waiter(&self, waiter: Waiter) {
         match waiter {
-            Waiter::Task { waker, .. } => waker.wake(),
+            Waiter::Task { wake, .. } => self.wake_task(wake),
             Waiter::Callback(mut op) => {
                 op.cancel(crate::error::cancelled());
                 self.push_job(Job::Op(op));

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::source::{Source, Waiter};
 use super::timers::Due;
-use super::{Job, LocalHandle, RunGuard, shared};
+use super::{Job, LocalHandle, RunGuard};
 use crate::driver::{Driver, Event, Token};
 use crate::op::{Interest, ReadyOp};
 use std::cell::RefMut;
@@ -89,7 +89,7 @@ impl LocalHandle {
     pub(crate) fn run_ready(&self, max: usize, honor_stop: bool) -> usize {
         let inner = &*self.inner;
         let mut budget = inner.ready.borrow().len()
-            + shared::local_runnables()
+            + inner.run_queue.borrow().len()
             + inner.shared.runnables.len()
             + CHAINED_PER_TURN;
         let mut ran = 0;
@@ -109,7 +109,7 @@ impl LocalHandle {
                 }
                 Some(Job::Op(op)) => op.complete(self),
                 Some(Job::Persistent(op)) => op.resume(self),
-                None => match shared::pop_local_runnable() {
+                None => match inner.run_queue.borrow_mut().pop_front() {
                     Some(runnable) => self.run_task(runnable),
                     None => match inner.shared.runnables.pop() {
                         Ok(runnable) => self.run_task(runnable),
@@ -130,7 +130,7 @@ impl LocalHandle {
     /// Whether anything is queued to run now.
     pub(crate) fn has_ready(&self) -> bool {
         !self.inner.ready.borrow().is_empty()
-            || shared::local_runnables() != 0
+            || !self.inner.run_queue.borrow().is_empty()
             || !self.inner.shared.runnables.is_empty()
     }
 
@@ -275,9 +275,9 @@ impl LocalHandle {
             };
             let more = !dir.waiters.is_empty();
             let go_on = match waiter {
-                Waiter::Task { waker, .. } => {
+                Waiter::Task { wake, .. } => {
                     drop(source);
-                    waker.wake();
+                    self.wake_task(wake);
                     more
                 }
                 Waiter::Callback(op) => op.serve(

@@ -2,8 +2,7 @@
 //! closures posted from elsewhere and the queue of tasks woken from elsewhere. [`Handle`] is its public
 //! face; everything else about a loop stays on the loop's thread.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::cell::Cell;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,51 +31,21 @@ pub(crate) struct Shared {
 }
 
 thread_local! {
-    /// The loop currently running on this thread, if any (wake-ups from inside it need no eventfd
-    /// write), and the tasks it woke from this thread: a plain queue, without the atomics of
-    /// `Shared::runnables` (which takes the wakes from other threads). One thread-local for both, so
-    /// that a wake looks it up once.
-    static LOCAL: LocalRun = const {
-        LocalRun {
-            running: Cell::new(std::ptr::null()),
-            queue: RefCell::new(VecDeque::new()),
-        }
-    };
+    /// The loop currently running on this thread, if any: wake-ups from inside it need no eventfd
+    /// write.
+    static RUNNING: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
 }
 
-struct LocalRun {
-    running: Cell<*const Shared>,
-    queue: RefCell<VecDeque<TaskRef>>,
-}
-
-/// Queues a woken task: on the local queue when its loop is the one running on this thread (`shared`
-/// is that loop's), otherwise on the loop's cross-thread queue, poking the loop.
+/// Queues a task woken through its `Waker`, poking the loop unless it is the one running on this
+/// thread. (Futures the loop polls itself are mostly woken by number, on the loop's own queue: see
+/// `task::TaskWake`.)
 #[inline]
 pub(crate) fn schedule(shared: &Shared, task: TaskRef) {
-    let local = LOCAL.with(|l| {
-        let here = std::ptr::eq(l.running.get(), shared);
-        if here {
-            l.queue.borrow_mut().push_back(task);
-        }
-        here
-    });
     // The queue is unbounded and only closed when the loop is dropped, when there is nothing left to
     // wake: a failed push is dropped.
-    if !local && shared.runnables.push(task).is_ok() {
+    if shared.runnables.push(task).is_ok() && !RUNNING.with(|r| std::ptr::eq(r.get(), shared)) {
         shared.notify();
     }
-}
-
-/// The next task woken on this thread by the loop running here (see `LOCAL`).
-#[inline]
-pub(crate) fn pop_local_runnable() -> Option<TaskRef> {
-    LOCAL.with(|l| l.queue.borrow_mut().pop_front())
-}
-
-/// How many tasks the loop running here has woken from this thread and not yet run.
-#[inline]
-pub(crate) fn local_runnables() -> usize {
-    LOCAL.with(|l| l.queue.borrow().len())
 }
 
 impl Shared {
@@ -105,7 +74,7 @@ impl Shared {
 
     /// Pokes the loop unless the caller is the loop itself, running on this thread.
     pub(crate) fn notify_if_remote(&self) {
-        if !LOCAL.with(|l| std::ptr::eq(l.running.get(), self)) {
+        if !RUNNING.with(|r| std::ptr::eq(r.get(), self)) {
             self.notify();
         }
     }
@@ -153,44 +122,22 @@ impl Shared {
         std::mem::take(&mut *queue)
     }
 
-    /// Marks this loop as running on the current thread until the guard drops. The local queue of a
-    /// loop that was running here already (this one was run from one of its handlers) is set aside
-    /// meanwhile.
+    /// Marks this loop as running on the current thread until the guard drops (a loop may be run
+    /// from a handler of another).
     pub(crate) fn enter(self: &Arc<Self>) -> RunningGuard {
-        let (previous, previous_queue) = LOCAL.with(|l| {
-            (
-                l.running.replace(Arc::as_ptr(self)),
-                std::mem::take(&mut *l.queue.borrow_mut()),
-            )
-        });
         RunningGuard {
-            shared: self.clone(),
-            previous,
-            previous_queue,
+            previous: RUNNING.with(|r| r.replace(Arc::as_ptr(self))),
         }
     }
 }
 
 pub(crate) struct RunningGuard {
-    shared: Arc<Shared>,
     previous: *const Shared,
-    previous_queue: VecDeque<TaskRef>,
 }
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        // Tasks woken here and not yet run (the loop stopped, or a panic passed out) wait on the
-        // loop's own queue for its next run; the outer loop gets its local queue back.
-        let left = LOCAL.with(|l| {
-            l.running.set(self.previous);
-            std::mem::replace(
-                &mut *l.queue.borrow_mut(),
-                std::mem::take(&mut self.previous_queue),
-            )
-        });
-        for task in left {
-            let _ = self.shared.runnables.push(task); // closed: see `schedule`
-        }
+        RUNNING.with(|r| r.set(self.previous));
     }
 }
 

@@ -5,10 +5,10 @@
 //! one removal and no fd can be closed twice. A token carries a generation: an operation or event that
 //! names a closed source finds nothing, even when the fd number was reused by a new object.
 
+use super::task::TaskWake;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::task::Waker;
 use std::time::Instant;
 
 use slab::Slab;
@@ -44,7 +44,7 @@ impl FdSlot {
 /// One operation waiting for a direction to become ready.
 pub(crate) enum Waiter {
     /// A future: woken, it retries the syscall when polled. `id` lets a dropped future withdraw.
-    Task { id: u64, waker: Waker },
+    Task { id: u64, wake: TaskWake },
     /// A callback operation: the loop retries it itself.
     Callback(Box<dyn ReadyOp>),
     /// A persistent read (`read_each`): it stays first in line, served in place for every chunk,
@@ -380,11 +380,12 @@ impl SourceTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Waker;
 
     fn task(id: u64) -> Waiter {
         Waiter::Task {
             id,
-            waker: Waker::noop().clone(),
+            wake: TaskWake::Waker(Waker::noop().clone()),
         }
     }
 

@@ -12,25 +12,50 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, RawWakerVTable, Wake, Waker};
 
 use slab::Slab;
 
 use super::LocalHandle;
 use super::shared::{self, Shared};
 
-/// A task as its wakes name it.
+/// A task as its wakes name it. Small (a waiting future keeps one in its source's line); the id
+/// wraps after 2^32 tasks, when a late wake could at worst poll a task once more than needed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TaskRef {
-    key: usize,
-    id: u64,
+    key: u32,
+    id: u32,
+}
+
+/// The task being polled, and its waker's identity: an operation it polls with that waker waits with
+/// the task's number instead of a clone of the waker (see [`TaskWake`]).
+#[derive(Clone, Copy)]
+pub(crate) struct CurrentTask {
+    task: TaskRef,
+    data: *const (),
+    vtable: *const RawWakerVTable,
+}
+
+impl CurrentTask {
+    #[inline]
+    fn is_polled_with(&self, waker: &Waker) -> bool {
+        std::ptr::eq(self.data, waker.data()) && std::ptr::eq(self.vtable, waker.vtable())
+    }
+}
+
+/// How a waiting future is woken: through a clone of the waker it was polled with or, when that is
+/// the waker of the loop's own task polling it, by queueing the task by its number (no clone, no
+/// reference count, no atomic flag; a task queued twice is polled once more, which futures allow).
+pub(crate) enum TaskWake {
+    Waker(Waker),
+    Local(TaskRef),
 }
 
 /// A task's future and the waker it is polled with.
 type TaskBody = (Waker, Pin<Box<dyn Future<Output = ()>>>);
 
 pub(crate) struct TaskEntry {
-    id: u64,
+    id: u32,
     waker: Arc<TaskWaker>,
     /// `None` while the task runs: taken out of the table, so that the future may spawn, wake or abort
     /// tasks (itself included) while it is polled.
@@ -42,7 +67,7 @@ pub(crate) struct TaskEntry {
 #[derive(Default)]
 pub(crate) struct TaskTable {
     slots: Slab<TaskEntry>,
-    next_id: u64,
+    next_id: u32,
 }
 
 impl TaskTable {
@@ -54,10 +79,11 @@ impl TaskTable {
         counted: bool,
     ) -> TaskRef {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.wrapping_add(1);
         let entry = self.slots.vacant_entry();
         let task = TaskRef {
-            key: entry.key(),
+            // Every task holds memory: 2^32 of them at once cannot exist.
+            key: u32::try_from(entry.key()).expect("fewer than 2^32 live tasks"),
             id,
         };
         let waker = Arc::new(TaskWaker {
@@ -76,14 +102,16 @@ impl TaskTable {
 
     #[inline]
     fn get_mut(&mut self, task: TaskRef) -> Option<&mut TaskEntry> {
-        self.slots.get_mut(task.key).filter(|e| e.id == task.id)
+        self.slots
+            .get_mut(task.key as usize)
+            .filter(|e| e.id == task.id)
     }
 
     /// Takes a task out (finished, panicked or aborted); the caller settles its work count and drops
     /// it after the table's borrow is released (dropping a future may reach the table).
     pub(crate) fn remove(&mut self, task: TaskRef) -> Option<TaskEntry> {
         self.get_mut(task)?;
-        Some(self.slots.remove(task.key))
+        Some(self.slots.remove(task.key as usize))
     }
 
     /// Takes every task out (the loop is being dropped).
@@ -133,7 +161,13 @@ impl LocalHandle {
         // Declared after the future, so dropped before it when a panic unwinds from the poll: the
         // task leaves the table, then its future is dropped here, on the loop's thread.
         let reap = ReapOnPanic { svc: self, task };
+        self.inner.current_task.set(Some(CurrentTask {
+            task,
+            data: waker.data(),
+            vtable: waker.vtable(),
+        }));
         let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
+        self.inner.current_task.set(None);
         std::mem::forget(reap);
         match poll {
             Poll::Ready(()) => drop(self.remove_task(task)),
@@ -148,6 +182,37 @@ impl LocalHandle {
                     }
                 }
             }
+        }
+    }
+
+    /// How a future polled with `waker` is to be woken (see [`TaskWake`]).
+    #[inline]
+    pub(crate) fn task_wake(&self, waker: &Waker) -> TaskWake {
+        match self.inner.current_task.get() {
+            Some(current) if current.is_polled_with(waker) => TaskWake::Local(current.task),
+            _ => TaskWake::Waker(waker.clone()),
+        }
+    }
+
+    /// Whether `wake` still wakes a future now polled with `waker`.
+    #[inline]
+    pub(crate) fn still_wakes(&self, wake: &TaskWake, waker: &Waker) -> bool {
+        match wake {
+            TaskWake::Waker(w) => w.will_wake(waker),
+            TaskWake::Local(task) => self
+                .inner
+                .current_task
+                .get()
+                .is_some_and(|c| c.task == *task && c.is_polled_with(waker)),
+        }
+    }
+
+    /// Wakes a waiting future.
+    #[inline]
+    pub(crate) fn wake_task(&self, wake: TaskWake) {
+        match wake {
+            TaskWake::Waker(waker) => waker.wake(),
+            TaskWake::Local(task) => self.inner.run_queue.borrow_mut().push_back(task),
         }
     }
 
@@ -170,6 +235,8 @@ struct ReapOnPanic<'a> {
 
 impl Drop for ReapOnPanic<'_> {
     fn drop(&mut self) {
+        // No longer polled: a later task whose waker reuses this one's address must not match it.
+        self.svc.inner.current_task.set(None);
         drop(self.svc.remove_task(self.task));
     }
 }
@@ -191,4 +258,17 @@ pub(crate) fn shutdown_tasks(svc: &LocalHandle) {
     }
     svc.inner.shared.runnables.close();
     while svc.inner.shared.runnables.pop().is_ok() {}
+    svc.inner.run_queue.borrow_mut().clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_future_costs_no_more_than_a_waker() {
+        // A source's line keeps its first waiter in place for every connection.
+        assert_eq!(size_of::<TaskWake>(), size_of::<Waker>());
+        assert!(size_of::<crate::service::source::Waiter>() <= 32);
+    }
 }

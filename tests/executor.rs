@@ -379,3 +379,31 @@ matrix_test!(a_stale_waker_does_not_poll_the_next_task, |svc| {
     assert_eq!(svc.block_on(second), Ok(()));
     assert_eq!(polls.get(), 2);
 });
+
+matrix_test!(a_task_woken_by_an_event_may_wake_others_as_it_runs, |svc| {
+    // Task A waits on `a`; task B, woken by data on `c`, closes `a`: A is woken (cancelled) while
+    // B runs, and both finish.
+    let (a, _b) = StreamSocket::pair(svc).unwrap();
+    let (c, d) = StreamSocket::pair(svc).unwrap();
+    let a = Rc::new(a);
+    let waiter = svc.spawn({
+        let a = a.clone();
+        async move { a.read_some(vec![0u8; 4]).await.0 }
+    });
+    let closer = svc.spawn(async move {
+        let (res, buf) = c.read_some(vec![0u8; 4]).await;
+        a.close();
+        (res.unwrap(), buf)
+    });
+    svc.poll().unwrap();
+    assert!(!waiter.is_finished() && !closer.is_finished());
+    let (res, _) = svc.block_on(d.write_all(b"go".to_vec()));
+    res.unwrap();
+    let (n, buf) = svc.block_on(closer).unwrap();
+    assert_eq!(&buf[..n], b"go");
+    let err = svc
+        .block_on(waiter)
+        .unwrap()
+        .expect_err("its socket was closed");
+    assert!(aio::is_cancelled(&err), "{err}");
+});

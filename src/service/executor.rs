@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use super::LocalHandle;
 use super::shared::{self, Shared};
-use super::task::TaskRef;
+use super::task::{TaskRef, TaskWake};
 
 /// Why a spawned task produced no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ impl From<JoinError> for std::io::Error {
 }
 
 enum JoinSlot<T> {
-    Running(Option<Waker>),
+    Running(Option<TaskWake>),
     Finished(Result<T, JoinError>),
     Taken,
 }
@@ -53,10 +53,10 @@ struct JoinState<T> {
 }
 
 impl<T> JoinState<T> {
-    fn finish(&self, result: Result<T, JoinError>) {
+    fn finish(&self, svc: &LocalHandle, result: Result<T, JoinError>) {
         let previous = std::mem::replace(&mut *self.slot.borrow_mut(), JoinSlot::Finished(result));
-        if let JoinSlot::Running(Some(waker)) = previous {
-            waker.wake();
+        if let JoinSlot::Running(Some(wake)) = previous {
+            svc.wake_task(wake);
         }
     }
 }
@@ -64,6 +64,7 @@ impl<T> JoinState<T> {
 /// Fills the join slot with an error if the task ends without a value (panic or cancellation).
 struct FinishGuard<T> {
     state: Rc<JoinState<T>>,
+    svc: LocalHandle,
 }
 
 impl<T> Drop for FinishGuard<T> {
@@ -74,7 +75,7 @@ impl<T> Drop for FinishGuard<T> {
             } else {
                 JoinError::Cancelled
             };
-            self.state.finish(Err(err));
+            self.state.finish(&self.svc, Err(err));
         }
     }
 }
@@ -113,7 +114,7 @@ impl<T> Future for JoinHandle<T> {
         match std::mem::replace(&mut *slot, JoinSlot::Taken) {
             JoinSlot::Finished(result) => Poll::Ready(result),
             JoinSlot::Running(_) => {
-                *slot = JoinSlot::Running(Some(cx.waker().clone()));
+                *slot = JoinSlot::Running(Some(self.svc.task_wake(cx.waker())));
                 Poll::Pending
             }
             JoinSlot::Taken => panic!("aio::JoinHandle polled after it completed"),
@@ -167,11 +168,12 @@ impl LocalHandle {
         });
         let guard = FinishGuard {
             state: state.clone(),
+            svc: self.clone(),
         };
         let wrapped = async move {
             let guard = guard;
             let out = future.await;
-            guard.state.finish(Ok(out));
+            guard.state.finish(&guard.svc, Ok(out));
         };
         let task = if self.is_shut_down() {
             drop(wrapped); // cancelled at once: the handle reports Cancelled

@@ -109,16 +109,17 @@ impl LocalHandle {
                 }
                 Some(Job::Op(op)) => op.complete(self),
                 Some(Job::Persistent(op)) => op.resume(self),
-                None => match inner.run_queue.borrow_mut().pop_front() {
-                    Some(runnable) => self.run_task(runnable),
-                    None => match inner.shared.runnables.pop() {
-                        Ok(runnable) => self.run_task(runnable),
-                        Err(_) => {
+                None => {
+                    // Taken out first: the task may queue others while it runs.
+                    let woken_here = inner.run_queue.borrow_mut().pop_front();
+                    match woken_here.or_else(|| inner.shared.runnables.pop().ok()) {
+                        Some(task) => self.run_task(task),
+                        None => {
                             ran -= 1;
                             break;
                         }
-                    },
-                },
+                    }
+                }
             }
             if honor_stop && inner.shared.is_stopped() {
                 break;

@@ -256,12 +256,17 @@ impl Generator {
         }
     }
 
-    /// Queues one more message on connection `i` and writes what it can.
-    fn issue(&mut self, i: usize, now: Instant) {
+    /// Queues `count` more messages on connection `i` and writes what it can, in one write when
+    /// the socket takes it all (a client with several messages ready sends them together: one
+    /// write per message would make this generator, not the server, the bottleneck with messages
+    /// in flight).
+    fn issue(&mut self, i: usize, count: u64, now: Instant) {
         let size = self.args.size as u64;
         let conn = &mut self.conns[i];
-        conn.queued += size;
-        conn.in_flight.push_back((now, conn.queued));
+        for _ in 0..count {
+            conn.queued += size;
+            conn.in_flight.push_back((now, conn.queued));
+        }
         self.flush(i);
     }
 
@@ -370,14 +375,21 @@ impl Generator {
         let mut outstanding: u64 = 0;
         let mut completed: u64 = 0;
         let mut stopping = false;
+        // Round-robin, so that a budget smaller than connections x depth still spreads.
+        let mut first = vec![0u64; self.conns.len()];
         for _ in 0..self.args.depth {
-            for i in 0..self.conns.len() {
+            for count in first.iter_mut() {
                 if budget == 0 {
                     break;
                 }
                 budget -= 1;
                 outstanding += 1;
-                self.issue(i, start);
+                *count += 1;
+            }
+        }
+        for (i, count) in first.into_iter().enumerate() {
+            if count > 0 {
+                self.issue(i, count, start);
             }
         }
         let mut events: Vec<epoll::Event> = Vec::with_capacity(1024);
@@ -417,13 +429,11 @@ impl Generator {
                     let done = self.receive(i, now, hist.as_deref_mut());
                     outstanding -= done;
                     completed += done;
-                    for _ in 0..done {
-                        if stopping || budget == 0 {
-                            break;
-                        }
-                        budget -= 1;
-                        outstanding += 1;
-                        self.issue(i, now);
+                    let again = if stopping { 0 } else { done.min(budget) };
+                    if again > 0 {
+                        budget -= again;
+                        outstanding += again;
+                        self.issue(i, again, now);
                     }
                 }
             }

@@ -634,7 +634,8 @@ pub fn render(settings: &Settings, results: &Results, chart: &str) -> String {
         "- Load generator (`bench/src/bin/loadgen.rs`): one thread, its own level-triggered epoll loop, `TCP_NODELAY`; \
          connections opened in batches of 256 with one byte echoed on each; every echoed byte checked against the \
          stream sent; a warm-up, then a measured phase bracketed by the runner (the CPU readings, perf and strace cover \
-         exactly that phase), drained so every message issued in it completes in it. Latencies in an HDR histogram."
+         exactly that phase), drained so every message issued in it completes in it. The messages a connection \
+         issues together (as many as an echo just completed) go out in one write. Latencies in an HDR histogram."
     );
     let _ = writeln!(
         md,

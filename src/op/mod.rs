@@ -323,6 +323,7 @@ impl<O: Operation> Op<O> {
 impl<O: Operation> Future for Op<O> {
     type Output = O::Output;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O::Output> {
         let this = self.get_mut();
         match std::mem::replace(&mut this.state, State::Idle) {
@@ -442,6 +443,7 @@ impl<O: Operation> Op<O> {
 }
 
 impl<O: Operation> Drop for Op<O> {
+    #[inline]
     fn drop(&mut self) {
         match &self.state {
             State::Waiting { id, .. } => {

@@ -4,6 +4,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use super::source::{Source, Waiter};
+use super::task::TaskWake;
 use super::timers::Due;
 use super::{Job, LocalHandle, RunGuard};
 use crate::driver::{Driver, Event, Token};
@@ -278,7 +279,14 @@ impl LocalHandle {
             let go_on = match waiter {
                 Waiter::Task { wake, .. } => {
                     drop(source);
-                    self.wake_task(wake);
+                    match wake {
+                        // The only waiter, a task of this loop: polled right here when nothing
+                        // queued earlier waits to run, as a callback's handler is run.
+                        TaskWake::Local(task) if inline && !more && self.may_run_task_inline() => {
+                            self.run_task(task);
+                        }
+                        wake => self.wake_task(wake),
+                    }
                     more
                 }
                 Waiter::Callback(op) => op.serve(
@@ -363,6 +371,17 @@ impl LocalHandle {
     #[inline(always)]
     pub(crate) fn may_run_inline(&self, queued_before: u64) -> bool {
         self.inner.dequeued.get() >= queued_before && !self.is_stopped()
+    }
+
+    /// Whether a woken task may be polled where its event is dispatched: nothing else is queued to
+    /// run before it, and the loop is not stopping.
+    #[inline]
+    fn may_run_task_inline(&self) -> bool {
+        let inner = &*self.inner;
+        inner.ready.borrow().is_empty()
+            && inner.run_queue.borrow().is_empty()
+            && inner.shared.runnables.is_empty()
+            && !self.is_stopped()
     }
 
     /// Makes a virtual source (timer, completion) ready: its waiting operations try again.

@@ -281,7 +281,7 @@ impl LocalHandle {
                     drop(source);
                     match wake {
                         // The only waiter, a task of this loop: polled right here when nothing
-                        // queued earlier waits to run, as a callback's handler is run.
+                        // queued earlier on this thread waits to run, as a callback's handler is.
                         TaskWake::Local(task) if inline && !more && self.may_run_task_inline() => {
                             self.run_task(task);
                         }
@@ -373,15 +373,13 @@ impl LocalHandle {
         self.inner.dequeued.get() >= queued_before && !self.is_stopped()
     }
 
-    /// Whether a woken task may be polled where its event is dispatched: nothing else is queued to
-    /// run before it, and the loop is not stopping.
+    /// Whether a woken task may be polled where its event is dispatched: no job and no task woken
+    /// here is queued to run before it, and the loop is not stopping. (Wakes from other threads are
+    /// not looked at: they come in their own time anyway.)
     #[inline]
     fn may_run_task_inline(&self) -> bool {
         let inner = &*self.inner;
-        inner.ready.borrow().is_empty()
-            && inner.run_queue.borrow().is_empty()
-            && inner.shared.runnables.is_empty()
-            && !self.is_stopped()
+        inner.ready.borrow().is_empty() && inner.run_queue.borrow().is_empty() && !self.is_stopped()
     }
 
     /// Makes a virtual source (timer, completion) ready: its waiting operations try again.

@@ -1,12 +1,14 @@
 //! The task table of a loop's executor: every spawned future in a slot of its own, polled on the
 //! loop's thread when its waker fires.
 //!
-//! A task's `Waker` is an `Arc<TaskWaker>`, so it may travel to any thread: a wake from the loop's own
-//! thread queues the task on a plain local queue, a wake from elsewhere goes through the loop's
-//! cross-thread queue and eventfd. The future never leaves the table (which is not `Send`), so it may
-//! be `!Send`, and dropping the `IoService` drops it on the loop's thread. A wake names its task by
-//! slot and by a number no other task of the loop gets, so that a late wake of a finished task is
-//! ignored rather than running the slot's next tenant.
+//! A task's `Waker` is an `Arc<TaskWaker>`, so it may travel to any thread: its wake goes through the
+//! loop's cross-thread queue (and the eventfd, unless the loop runs on the waking thread). The loop's
+//! own operations wake the task they were polled from by number instead, on the loop's plain run
+//! queue (see [`TaskWake`]). The future stays on the loop's thread (in the table, which is not
+//! `Send`, or on the stack of the loop polling it), so it may be `!Send`, and dropping the
+//! `IoService` drops it there. A wake names its task by slot and by a number no other task of the
+//! loop gets, so that a late wake of a finished task is ignored rather than running the slot's next
+//! tenant.
 
 use std::future::Future;
 use std::pin::Pin;

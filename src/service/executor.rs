@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use super::LocalHandle;
-use super::shared::{self, Shared};
+use super::shared::Shared;
 use super::task::{TaskRef, TaskWake};
 
 /// Why a spawned task produced no value.
@@ -187,7 +187,8 @@ impl LocalHandle {
             if counted {
                 self.add_work();
             }
-            shared::schedule(&self.inner.shared, task);
+            // Its first poll: queued like any wake on the loop's own thread (no eventfd write).
+            self.wake_task(TaskWake::Local(task));
             Some(task)
         };
         JoinHandle {

@@ -5,7 +5,6 @@
 //! one removal and no fd can be closed twice. A token carries a generation: an operation or event that
 //! names a closed source finds nothing, even when the fd number was reused by a new object.
 
-use super::task::TaskWake;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
@@ -13,6 +12,7 @@ use std::time::Instant;
 
 use slab::Slab;
 
+use super::task::TaskWake;
 use crate::driver::Token;
 use crate::op::{Interest, PersistentOp, ReadyOp};
 

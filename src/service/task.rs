@@ -63,7 +63,7 @@ pub(crate) struct TaskEntry {
     /// tasks (itself included) while it is polled.
     body: Option<TaskBody>,
     /// Counted as work for `run_until_done` (not spawned as background).
-    pub(crate) counted: bool,
+    counted: bool,
 }
 
 #[derive(Default)]

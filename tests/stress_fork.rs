@@ -36,9 +36,8 @@ fn echo_once(svc: &IoService, a: &StreamSocket, b: &StreamSocket, what: &str) {
 }
 
 /// A prefork worker: its own loop, the inherited listener, replies `id ++ its pid` to each client,
-/// until SIGTERM.
-/// Serves up to `quota` connections accepted on the shared `listener`, then stops accepting (so that
-/// the other worker must take the rest: which process wins each accept is the kernel's choice).
+/// until SIGTERM. It accepts `quota` connections, then stops accepting, so that the other worker
+/// must take the rest (which process wins each accept is the kernel's choice).
 fn worker(
     backend: aio::Backend,
     listener: &TcpListener,

@@ -1,12 +1,18 @@
-//! The epoll backend: each fd registered once, edge-triggered, for reading and writing together.
+//! The epoll backend: each fd registered once, edge-triggered.
 //!
 //! Booster's epoll reactor is level-triggered and issues two `epoll_ctl` calls per wait; here an fd
 //! costs one `epoll_ctl` when it is opened and one when it is closed, and a turn of the loop costs one
 //! `epoll_wait` however many operations it starts. The loop keeps per-direction "ready" flags and only
 //! waits after a syscall said `EAGAIN`, which is what edge triggering requires.
+//!
+//! An fd is registered for reading only. Most sockets never wait to write (a reply fits in the send
+//! buffer), yet with `EPOLLOUT` every event of theirs would also say "writable" and the dispatch would
+//! settle a write direction nobody waits on. The first time a write has to wait, one more
+//! `epoll_ctl` adds `EPOLLOUT` for good; the kernel then reports the fd's current state, so room that
+//! appeared in between is not missed.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::event::epoll;
@@ -14,12 +20,20 @@ use rustix::event::epoll;
 use super::{Driver, Event, Token, timespec};
 use crate::service::source::SourceTable;
 
-/// How many events one `epoll_wait` may return.
+/// How many events one `epoll_wait` may return at least.
 const EVENTS_PER_WAIT: usize = 1024;
+
+/// What every fd is registered for. PRI: TCP urgent data (and sysfs-style "exceptional" readiness)
+/// counts as readable.
+const READ_FLAGS: epoll::EventFlags = epoll::EventFlags::IN
+    .union(epoll::EventFlags::RDHUP)
+    .union(epoll::EventFlags::PRI)
+    .union(epoll::EventFlags::ET);
 
 pub(crate) struct EpollDriver {
     epoll: OwnedFd,
-    buffer: Vec<epoll::Event>,
+    /// Per fd number, one bit: registered for writing too (see the module doc).
+    writes_watched: Vec<u64>,
 }
 
 impl EpollDriver {
@@ -27,22 +41,38 @@ impl EpollDriver {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let mut driver = EpollDriver {
             epoll,
-            buffer: Vec::with_capacity(EVENTS_PER_WAIT),
+            writes_watched: Vec::new(),
         };
         driver.register(wake_fd, Token::WAKE)?;
         Ok(driver)
+    }
+
+    /// Records whether `fd` is registered for writing; true if it was.
+    fn set_writes_watched(&mut self, fd: BorrowedFd<'_>, watched: bool) -> bool {
+        // Fd numbers are small and non-negative: the lowest free one is always taken.
+        let raw = fd.as_raw_fd() as usize;
+        let (word, bit) = (raw / 64, 1u64 << (raw % 64));
+        if word >= self.writes_watched.len() {
+            if !watched {
+                return false;
+            }
+            self.writes_watched.resize(word + 1, 0);
+        }
+        let was = self.writes_watched[word] & bit != 0;
+        if watched {
+            self.writes_watched[word] |= bit;
+        } else {
+            self.writes_watched[word] &= !bit;
+        }
+        was
     }
 }
 
 impl Driver for EpollDriver {
     fn register(&mut self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()> {
-        // PRI: TCP urgent data (and sysfs-style "exceptional" readiness) counts as readable.
-        let flags = epoll::EventFlags::IN
-            | epoll::EventFlags::OUT
-            | epoll::EventFlags::RDHUP
-            | epoll::EventFlags::PRI
-            | epoll::EventFlags::ET;
-        epoll::add(&self.epoll, fd, epoll::EventData::new_u64(token.0), flags).map_err(|e| {
+        // A number closed without being deregistered (a forked child's inherited fd) may come back.
+        self.set_writes_watched(fd, false);
+        epoll::add(&self.epoll, fd, epoll::EventData::new_u64(token.0), READ_FLAGS).map_err(|e| {
             let e = io::Error::from(e);
             if e.raw_os_error() == Some(libc::EPERM) {
                 io::Error::new(
@@ -55,7 +85,20 @@ impl Driver for EpollDriver {
         })
     }
 
+    fn watch_writes(&mut self, fd: BorrowedFd<'_>, token: Token) {
+        if self.set_writes_watched(fd, true) {
+            return;
+        }
+        let flags = READ_FLAGS | epoll::EventFlags::OUT;
+        // Modifying a registered fd allocates nothing, so this fails only for an fd that is not
+        // registered here, and such an fd has no waiter to wake.
+        if epoll::modify(&self.epoll, fd, epoll::EventData::new_u64(token.0), flags).is_err() {
+            self.set_writes_watched(fd, false);
+        }
+    }
+
     fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.set_writes_watched(fd, false);
         Ok(epoll::delete(&self.epoll, fd)?)
     }
 
@@ -65,21 +108,18 @@ impl Driver for EpollDriver {
         timeout: Option<Duration>,
         events: &mut Vec<Event>,
     ) -> io::Result<()> {
-        self.buffer.clear();
+        // The kernel writes the events right into the loop's list, behind any left over there.
+        events.reserve(EVENTS_PER_WAIT);
         let ts = timespec(timeout);
         match epoll::wait(
             self.epoll.as_fd(),
-            rustix::buffer::spare_capacity(&mut self.buffer),
+            rustix::buffer::spare_capacity(events),
             ts.as_ref(),
         ) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        events.extend(self.buffer.iter().map(|ev| {
-            let flags = ev.flags; // a copy: the kernel's struct is packed
-            Event::new(Token(ev.data.u64()), flags.bits())
-        }));
         Ok(())
     }
 }

@@ -6,8 +6,8 @@
 //! [`AnyDriver`] so that the hot path dispatches by `match`, not through a vtable.
 //!
 //! Backends:
-//! - [`epoll`]: the default on Linux. Each fd is registered once, edge-triggered, for both directions;
-//!   nothing is re-armed per wait.
+//! - [`epoll`]: the default on Linux. Each fd is registered once, edge-triggered, for reading, and
+//!   for writing too the first time a write has to wait; nothing is re-armed per wait.
 //! - [`poll`]: portable `poll(2)`, level-triggered; the set of fds it watches is rebuilt from the
 //!   sources that have waiters, so it behaves like the edge-triggered backend from the loop's view.
 
@@ -104,51 +104,75 @@ impl Token {
 }
 
 /// One readiness report: the token of the fd and what the kernel said of it, as `poll(2)` flags
-/// (epoll's and io_uring's poll requests use the same values), read where the loop dispatches the
-/// event: a backend copies them as they come, without working anything out per event.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Event {
-    pub(crate) token: Token,
-    flags: u32,
+/// (epoll's and io_uring's poll requests use the same values). Laid out as the kernel's
+/// `epoll_event`, so that the epoll backend's wait writes the loop's list of events in place; the
+/// other backends make theirs with [`event`]. Read through [`Readiness`] where the loop dispatches.
+pub(crate) type Event = rustix::event::epoll::Event;
+
+/// An [`Event`] for `token` with `poll(2)` flags.
+#[inline(always)]
+pub(crate) fn event(token: Token, flags: u32) -> Event {
+    Event {
+        flags: rustix::event::epoll::EventFlags::from_bits_retain(flags),
+        data: rustix::event::epoll::EventData::new_u64(token.0),
+    }
 }
 
-impl Event {
-    const IN: u32 = libc::POLLIN as u32;
-    const PRI: u32 = libc::POLLPRI as u32;
-    const OUT: u32 = libc::POLLOUT as u32;
-    const RDHUP: u32 = libc::POLLRDHUP as u32;
-    /// Error, hang-up, or an fd the kernel does not know (poll): every direction is done.
-    const HUNG: u32 = (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) as u32;
-
-    #[inline(always)]
-    pub(crate) fn new(token: Token, flags: u32) -> Event {
-        Event { token, flags }
-    }
-
+/// What the loop reads of an [`Event`].
+pub(crate) trait Readiness: Copy {
+    fn token(self) -> Token;
     /// Something to read: data, urgent data, the peer's shutdown, or an error or hang-up to report.
-    #[inline(always)]
-    pub(crate) fn readable(self) -> bool {
-        self.flags & (Self::IN | Self::PRI | Self::RDHUP | Self::HUNG) != 0
-    }
-
+    fn readable(self) -> bool;
     /// Room to write, or an error or hang-up to report.
-    #[inline(always)]
-    pub(crate) fn writable(self) -> bool {
-        self.flags & (Self::OUT | Self::HUNG) != 0
-    }
-
+    fn writable(self) -> bool;
     /// No further edge is promised (sticky for the source): a hang-up, an error, the peer's
     /// shutdown, or TCP urgent data (a read stops at the urgent mark with bytes queued behind it).
+    fn closed(self) -> bool;
+}
+
+const IN: u32 = libc::POLLIN as u32;
+const PRI: u32 = libc::POLLPRI as u32;
+const OUT: u32 = libc::POLLOUT as u32;
+const RDHUP: u32 = libc::POLLRDHUP as u32;
+/// Error, hang-up, or an fd the kernel does not know (poll): every direction is done.
+const HUNG: u32 = (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) as u32;
+
+/// The flags of an event, copied out of the kernel's packed struct.
+#[inline(always)]
+fn bits(ev: Event) -> u32 {
+    let flags = ev.flags;
+    flags.bits()
+}
+
+impl Readiness for Event {
     #[inline(always)]
-    pub(crate) fn closed(self) -> bool {
-        self.flags & (Self::HUNG | Self::RDHUP | Self::PRI) != 0
+    fn token(self) -> Token {
+        let data = self.data;
+        Token(data.u64())
+    }
+    #[inline(always)]
+    fn readable(self) -> bool {
+        bits(self) & (IN | PRI | RDHUP | HUNG) != 0
+    }
+    #[inline(always)]
+    fn writable(self) -> bool {
+        bits(self) & (OUT | HUNG) != 0
+    }
+    #[inline(always)]
+    fn closed(self) -> bool {
+        bits(self) & (HUNG | RDHUP | PRI) != 0
     }
 }
 
 /// What every backend provides to the loop.
 pub(crate) trait Driver {
-    /// Starts watching `fd` for both directions under `token`, for as long as it stays registered.
+    /// Starts watching `fd` under `token`, for as long as it stays registered: for reading, and for
+    /// writing too unless the backend waits for [`watch_writes`](Driver::watch_writes).
     fn register(&mut self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()>;
+    /// A write on the registered `fd` waits for room: from now on its write edges are reported (the
+    /// current state included, so that an edge that came before is not missed). Nothing to do for a
+    /// backend that already watches both directions, or that watches what the loop's waiters ask.
+    fn watch_writes(&mut self, _fd: BorrowedFd<'_>, _token: Token) {}
     /// Stops watching `fd`. Called before the fd is closed or handed back to its owner.
     fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()>;
     /// Waits up to `timeout` (`None`: without limit) and appends what became ready to `events`.
@@ -195,6 +219,12 @@ impl Driver for AnyDriver {
             AnyDriver::Epoll(d) => d.register(fd, token),
             AnyDriver::Poll(d) => d.register(fd, token),
             AnyDriver::Uring(d) => d.register(fd, token),
+        }
+    }
+    #[inline]
+    fn watch_writes(&mut self, fd: BorrowedFd<'_>, token: Token) {
+        if let AnyDriver::Epoll(d) = self {
+            d.watch_writes(fd, token);
         }
     }
     #[inline]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags};
 
-use super::{Driver, Event, Token, timespec};
+use super::{Driver, Event, Token, event, timespec};
 use crate::service::source::SourceTable;
 
 pub(crate) struct PollDriver {
@@ -72,7 +72,7 @@ impl Driver for PollDriver {
             if r.is_empty() {
                 continue;
             }
-            events.push(Event::new(token, u32::from(r.bits())));
+            events.push(event(token, u32::from(r.bits())));
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, types};
 
-use super::{Driver, Event, Token};
+use super::{Driver, Event, Token, event};
 use crate::service::source::SourceTable;
 
 /// Entries in the submission queue (the completion queue is twice as large).
@@ -359,7 +359,7 @@ impl UringDriver {
                 continue;
             }
             let revents = res as u32;
-            events.push(Event::new(Token(token), revents));
+            events.push(event(Token(token), revents));
         }
         // A multishot poll the kernel ended (e.g. under memory pressure) is re-armed while its fd is
         // still registered under the same token.

@@ -129,7 +129,7 @@ fn start_boxed<T: ReadyOp + 'static>(
         if needs_ready && (!dir.ready || dir.waiters.held()) {
             dir.push_waiter(Waiter::Callback(boxed));
             drop(sources);
-            svc.watch_fd(fd);
+            svc.watch_fd(token, fd, interest);
             return;
         }
         match boxed.retry_in(source) {
@@ -143,7 +143,7 @@ fn start_boxed<T: ReadyOp + 'static>(
                     .dir_mut(interest)
                     .push_waiter(Waiter::Callback(boxed));
                 drop(sources);
-                svc.watch_fd(fd);
+                svc.watch_fd(token, fd, interest);
                 return;
             }
             None => fd,
@@ -154,7 +154,7 @@ fn start_boxed<T: ReadyOp + 'static>(
         return;
     }
     match svc.register(token, interest, Waiter::Callback(boxed)) {
-        Ok(_) => svc.watch_fd(fd),
+        Ok(_) => svc.watch_fd(token, fd, interest),
         Err(Waiter::Callback(mut boxed)) => {
             boxed.cancel(crate::error::closed());
             svc.push_job(Job::Op(boxed));

@@ -400,7 +400,7 @@ impl<O: Operation> Op<O> {
         };
         match self.svc.register(self.token, interest, waiter) {
             Ok(epoch) => {
-                self.svc.watch_fd(fd);
+                self.svc.watch_fd(self.token, fd, interest);
                 self.state = State::Waiting { id, epoch };
                 Poll::Pending
             }

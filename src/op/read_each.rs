@@ -92,7 +92,7 @@ where
                     let read_now = dir.waiters.is_empty() && dir.ready;
                     dir.push_waiter(Waiter::Persistent(reader.clone()));
                     drop(sources);
-                    svc.watch_fd(fd);
+                    svc.watch_fd(token, fd, Interest::Read);
                     if read_now {
                         svc.push_job(Job::Persistent(reader));
                     }

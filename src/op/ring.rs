@@ -417,21 +417,13 @@ impl LocalHandle {
             .borrow()
             .get(token)
             .and_then(|s| s.raw_fd());
-        self.watch_fd(fd);
+        self.watch_ring_fd(fd);
     }
 
     /// [`watch`](LocalHandle::watch) for a source's fd already looked up (the table may be
     /// borrowed: only the driver is).
-    #[inline(always)]
-    pub(crate) fn watch_fd(&self, fd: Option<RawFd>) {
-        // One test on the readiness backends' hot path; the ring's part out of line.
-        if self.inner.ring {
-            self.watch_ring_fd(fd);
-        }
-    }
-
     #[inline(never)]
-    fn watch_ring_fd(&self, fd: Option<RawFd>) {
+    pub(crate) fn watch_ring_fd(&self, fd: Option<RawFd>) {
         if let (Some(fd), Some(ring)) = (fd, self.inner.driver.borrow_mut().ring()) {
             ring.watch(fd);
         }

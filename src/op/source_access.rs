@@ -7,7 +7,7 @@ use std::task::Poll;
 
 use super::{Cx, Interest, Operation};
 use crate::LocalHandle;
-use crate::driver::Token;
+use crate::driver::{Driver, Token};
 use crate::service::source::{Source, Waiter};
 
 /// What one look at its source tells a polled future (see `LocalHandle::look`).
@@ -96,6 +96,31 @@ impl LocalHandle {
             source.dir_mut(interest).ready = false;
         }
         step
+    }
+
+    /// A waiter was just queued on `interest` of `token`, whose fd is `fd`: makes sure the backend
+    /// reports that direction's next edge. On io_uring that arms the fd's poll request. On epoll an fd
+    /// is registered for reading only, and for writing as well once a write first has to wait: most
+    /// sockets never do, and their events then carry no write half for the dispatch to settle. The
+    /// table may be borrowed (only the driver is).
+    #[inline(always)]
+    pub(crate) fn watch_fd(&self, token: Token, fd: Option<RawFd>, interest: Interest) {
+        if self.inner.ring {
+            self.watch_ring_fd(fd);
+        } else if interest == Interest::Write {
+            self.watch_writes(token, fd);
+        }
+    }
+
+    #[inline(never)]
+    fn watch_writes(&self, token: Token, fd: Option<RawFd>) {
+        let Some(fd) = fd else {
+            return;
+        };
+        // SAFETY: every caller looked `fd` up in `token`'s live source and ran no user code since (a
+        // source's fd closes only through `remove_source`, which user code calls), so it is open.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        self.inner.driver.borrow_mut().watch_writes(fd, token);
     }
 
     /// Queues a waiter; returns the source's cancel epoch, or the waiter back if the source is gone.
@@ -195,7 +220,7 @@ impl LocalHandle {
             id,
             wake: self.task_wake(waker),
         });
-        self.watch_fd(fd);
+        self.watch_fd(token, fd, interest);
         Look::Wait(id, epoch)
     }
 }

@@ -7,7 +7,7 @@ use super::source::{Source, Waiter};
 use super::task::TaskWake;
 use super::timers::Due;
 use super::{Job, LocalHandle, RunGuard};
-use crate::driver::{Driver, Event, Token};
+use crate::driver::{Driver, Event, Readiness, Token};
 use crate::op::{Interest, ReadyOp};
 use std::cell::RefMut;
 
@@ -172,7 +172,7 @@ impl LocalHandle {
                 .borrow_mut()
                 .wait(&inner.sources.borrow(), timeout, &mut batch.events);
         while let Some(&ev) = batch.events.get(batch.done) {
-            if ev.token == Token::WAKE {
+            if ev.token() == Token::WAKE {
                 self.take_remote();
             } else {
                 self.dispatch_event(ev, inline);
@@ -206,22 +206,22 @@ impl LocalHandle {
     /// [`serve_from`](LocalHandle::serve_from)); then the writers are served.
     fn dispatch_event(&self, ev: Event, inline: bool) {
         let sources = self.inner.sources.borrow_mut();
-        let Ok(mut source) = RefMut::filter_map(sources, |t| t.get_mut(ev.token)) else {
+        let Ok(mut source) = RefMut::filter_map(sources, |t| t.get_mut(ev.token())) else {
             return; // closed since: a stale event
         };
         let read = ev.readable() && arm(&mut source, Interest::Read, ev.closed());
         let write = ev.writable() && arm(&mut source, Interest::Write, ev.closed());
         if read && !self.ring_mode() {
-            self.serve_from(source, ev.token, Interest::Read, inline);
+            self.serve_from(source, ev.token(), Interest::Read, inline);
         } else {
             drop(source);
             if read {
                 // On io_uring, waiters are served in turn with the operations on the ring.
-                self.serve_waiters(ev.token, Interest::Read, inline);
+                self.serve_waiters(ev.token(), Interest::Read, inline);
             }
         }
         if write {
-            self.serve_waiters(ev.token, Interest::Write, inline);
+            self.serve_waiters(ev.token(), Interest::Write, inline);
         }
     }
 

@@ -445,13 +445,26 @@ impl<O: Operation> Op<O> {
 impl<O: Operation> Drop for Op<O> {
     #[inline]
     fn drop(&mut self) {
+        // A finished or never-started operation (the common drop, right after its result came)
+        // has nothing to undo: the rest stays out of line.
+        if matches!(self.state, State::Waiting { .. } | State::Ring { .. }) {
+            self.abandon();
+        }
+    }
+}
+
+impl<O: Operation> Op<O> {
+    /// Takes an unfinished operation's waiter out of its line, or asks the kernel to cancel its
+    /// request on the ring (the operation stays in the loop's table until the kernel lets go).
+    #[cold]
+    #[inline(never)]
+    fn abandon(&mut self) {
         match &self.state {
             State::Waiting { id, .. } => {
                 if let Some(op) = &self.op {
                     self.svc.withdraw(self.token, op.interest(), *id);
                 }
             }
-            // The operation stays in the loop's table until the kernel lets go of it.
             State::Ring { cell, key } if cell.in_flight() => {
                 cell.abandon();
                 self.svc.ring_cancel(*key);

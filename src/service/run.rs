@@ -4,7 +4,6 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use super::source::{Source, Waiter};
-use super::task::TaskWake;
 use super::timers::Due;
 use super::{Job, LocalHandle, RunGuard};
 use crate::driver::{Driver, Event, Readiness, Token};
@@ -272,6 +271,16 @@ impl LocalHandle {
                 op.serve(self, source, inline);
                 return;
             }
+            // The only waiter, a task of this loop: polled right here when nothing queued earlier on
+            // this thread waits to run, as a callback's handler is.
+            if let Some(task) = dir
+                .waiters
+                .take_lone_local_task(|| inline && self.may_run_task_inline())
+            {
+                drop(source);
+                self.run_task(task);
+                return;
+            }
             let Some(waiter) = dir.waiters.pop_front() else {
                 return;
             };
@@ -279,14 +288,7 @@ impl LocalHandle {
             let go_on = match waiter {
                 Waiter::Task { wake, .. } => {
                     drop(source);
-                    match wake {
-                        // The only waiter, a task of this loop: polled right here when nothing
-                        // queued earlier on this thread waits to run, as a callback's handler is.
-                        TaskWake::Local(task) if inline && !more && self.may_run_task_inline() => {
-                            self.run_task(task);
-                        }
-                        wake => self.wake_task(wake),
-                    }
+                    self.wake_task(wake);
                     more
                 }
                 Waiter::Callback(op) => op.serve(

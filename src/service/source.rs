@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use super::task::TaskWake;
+use super::task::{TaskRef, TaskWake};
 use crate::driver::Token;
 use crate::op::{Interest, PersistentOp, ReadyOp};
 
@@ -119,6 +119,26 @@ impl WaiterQueue {
             self.head = rest.pop_front();
         }
         Some(first)
+    }
+
+    /// Takes the first waiter out when it is the only one and a future polled by a task of this loop
+    /// (see `TaskWake::Local`) and `may` says so: its task. Otherwise leaves the queue as it is.
+    #[inline(always)]
+    pub(crate) fn take_lone_local_task(&mut self, may: impl FnOnce() -> bool) -> Option<TaskRef> {
+        let Some(Waiter::Task {
+            wake: TaskWake::Local(task),
+            ..
+        }) = &self.head
+        else {
+            return None;
+        };
+        if self.rest.as_ref().is_some_and(|rest| !rest.is_empty()) || !may() {
+            return None;
+        }
+        let task = *task;
+        // A local wake owns nothing: forgotten, so that no drop code for a waiter runs here.
+        std::mem::forget(self.head.take());
+        Some(task)
     }
 
     /// Where the future waiter `id` is queued, if it still is (not woken yet).

@@ -42,7 +42,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DEFAULT_SUBSET=(stream_socket cancel service timer framed datagram fd_passing hooks device executor
-    blocking acceptor connect socket_ownership cross_thread stress_panic stress_fork read_each)
+    blocking acceptor connect socket_ownership cross_thread stress_panic stress_fork read_each read_stream)
 SUBSET=("$@")
 if [ ${#SUBSET[@]} -eq 0 ]; then
     SUBSET=("${DEFAULT_SUBSET[@]}")

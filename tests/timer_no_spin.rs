@@ -61,3 +61,32 @@ matrix_test!(a_loop_waiting_on_a_timer_uses_little_cpu, |svc| {
     );
     drop((quiet, long));
 });
+
+matrix_test!(
+    a_held_chunk_with_bytes_waiting_does_not_spin_the_loop,
+    |svc| {
+        const WAIT: Duration = Duration::from_millis(200);
+        let (a, b) = StreamSocket::pair(svc).unwrap();
+        let local = svc.local();
+        let (cpu, elapsed) = svc.block_on(async move {
+            let mut chunks = b.read_stream(vec![0u8; 64]);
+            a.try_write(b"first").unwrap();
+            let chunk = chunks.next().await.unwrap().unwrap();
+            // Bytes wait in the socket while the chunk is held: the stream cannot take them (the
+            // buffer is lent out), so a level-triggered backend must not keep reporting them.
+            a.try_write(b"second").unwrap();
+            let (cpu0, start) = (util::thread_cpu_time(), Instant::now());
+            local.after(WAIT).await.expect("timer");
+            let measured = (util::thread_cpu_time() - cpu0, start.elapsed());
+            assert_eq!(&*chunk, b"first");
+            drop(chunk);
+            assert_eq!(&*chunks.next().await.unwrap().unwrap(), b"second");
+            measured
+        });
+        assert!(elapsed >= WAIT, "{elapsed:?}");
+        assert!(
+            cpu < WAIT / 5,
+            "the loop used {cpu:?} of CPU in {elapsed:?} while a chunk was held"
+        );
+    }
+);

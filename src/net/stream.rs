@@ -24,8 +24,8 @@ use crate::op::nonblocking;
 use crate::op::read_each::ReadEach;
 use crate::op::write::send;
 use crate::op::{
-    Connect, Dial, DialAny, Interest, Op, ReadExact, ReadSome, ReadVectored, RecvFds, SendFds,
-    WriteAll, WriteSome, WriteVectored,
+    Connect, Dial, DialAny, Interest, Op, ReadExact, ReadSome, ReadStream, ReadVectored, RecvFds,
+    SendFds, WriteAll, WriteSome, WriteVectored,
 };
 
 /// A stream socket (TCP or Unix) bound to a loop.
@@ -295,6 +295,48 @@ impl StreamSocket {
         F: FnMut(io::Result<&[u8]>) -> ControlFlow<()> + 'static,
     {
         ReadEach::start(self.core.svc(), self.core.token(), buf, handler);
+    }
+
+    /// Reads chunk after chunk into `buf`, for a task to await one at a time with
+    /// [`ReadStream::next`]: the future-style twin of [`read_each`](StreamSocket::read_each).
+    ///
+    /// One operation serves the whole stream, in place: the loop reads each chunk where it finds the
+    /// socket ready and hands it to the awaiting task (no operation made, queued or dropped per
+    /// read). A chunk borrows the buffer until dropped. While the stream lasts it has the socket's
+    /// reading side to itself: other reads started meanwhile wait behind it (and `try_read` says
+    /// `WouldBlock`) until it is dropped or ends. With [`try_write`](StreamSocket::try_write) it
+    /// makes the cheapest echo in the future style:
+    ///
+    /// ```
+    /// use aio::{IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let (client, server) = StreamSocket::pair(&svc)?;
+    /// svc.spawn(async move {
+    ///     let mut chunks = server.read_stream(vec![0u8; 4096]);
+    ///     while let Some(Ok(chunk)) = chunks.next().await {
+    ///         let sent = server.try_write(&chunk).unwrap_or(0);
+    ///         if sent < chunk.len() {
+    ///             // The socket took less: write the rest, waiting as long as it takes.
+    ///             let rest = chunk[sent..].to_vec();
+    ///             drop(chunk);
+    ///             let (res, _) = server.write_all(rest).await;
+    ///             if res.is_err() {
+    ///                 break;
+    ///             }
+    ///         }
+    ///     }
+    /// });
+    /// let reply = svc.block_on(async move {
+    ///     let (res, _) = client.write_all(b"ping".to_vec()).await;
+    ///     res?;
+    ///     let (res, buf) = client.read_exact(vec![0u8; 4]).await;
+    ///     res.map(|()| buf)
+    /// })?;
+    /// assert_eq!(reply, b"ping");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read_stream<B: IoBufMut>(&self, buf: B) -> ReadStream<B> {
+        ReadStream::start(self.core.svc(), self.core.token(), buf)
     }
 
     /// Reads what is there now into `buf`, without waiting: the count (`0`: end of stream), or

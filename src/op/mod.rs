@@ -24,6 +24,7 @@ mod dial_any;
 mod fd_passing;
 mod read;
 pub(crate) mod read_each;
+mod read_stream;
 mod ready;
 pub(crate) mod ring;
 mod source_access;
@@ -35,6 +36,7 @@ pub use datagram::{RecvDatagram, RecvMeta, SendDatagram};
 pub use dial_any::DialAny;
 pub use fd_passing::{MAX_FDS_PER_MESSAGE, ReceivedFds, RecvFds, SendFds};
 pub use read::{ReadExact, ReadSome, ReadVectored};
+pub use read_stream::{Chunk, NextChunk, ReadStream};
 pub use ready::Ready;
 pub use write::{WriteAll, WriteSome, WriteVectored};
 

@@ -30,6 +30,12 @@ pub(crate) trait PersistentOp {
     /// A job: hands over what an earlier read or a cancellation left, then reads on if its
     /// direction is ready.
     fn resume(self: Rc<Self>, svc: &LocalHandle);
+    /// Whether a level-triggered backend should watch its direction now: false while it will read
+    /// without an event anyway (and could not use one), so that the loop does not spin on a
+    /// readiness nobody takes.
+    fn wants_events(&self) -> bool {
+        true
+    }
 }
 
 /// The persistent read of one stream.

@@ -379,7 +379,7 @@ impl LocalHandle {
     /// here is queued to run before it, and the loop is not stopping. (Wakes from other threads are
     /// not looked at: they come in their own time anyway.)
     #[inline]
-    fn may_run_task_inline(&self) -> bool {
+    pub(crate) fn may_run_task_inline(&self) -> bool {
         let inner = &*self.inner;
         inner.ready.borrow().is_empty() && inner.run_queue.borrow().is_empty() && !self.is_stopped()
     }

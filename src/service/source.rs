@@ -89,6 +89,16 @@ impl WaiterQueue {
         matches!(self.head, Some(Waiter::Persistent(_)))
     }
 
+    /// Whether the line waits for an event: it has a waiter, and the first is not a persistent
+    /// operation that reads on without one (see `PersistentOp::wants_events`).
+    pub(crate) fn wants_events(&self) -> bool {
+        match &self.head {
+            None => false,
+            Some(Waiter::Persistent(op)) => op.wants_events(),
+            Some(_) => true,
+        }
+    }
+
     /// The first waiter, left in place.
     #[inline(always)]
     pub(crate) fn first(&self) -> Option<&Waiter> {
@@ -385,7 +395,7 @@ impl SourceTable {
     pub(crate) fn interests(&self) -> impl Iterator<Item = (BorrowedFd<'_>, Token, bool, bool)> {
         self.slab.iter().filter_map(|(index, s)| {
             let fd = s.fd()?;
-            let read = !s.read.waiters.is_empty() && s.backoff_until(Interest::Read).is_none();
+            let read = s.read.waiters.wants_events() && s.backoff_until(Interest::Read).is_none();
             let write = !s.write.waiters.is_empty() && s.backoff_until(Interest::Write).is_none();
             (read || write).then(|| (fd, Token::new(index, s.generation), read, write))
         })

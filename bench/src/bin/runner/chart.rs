@@ -10,11 +10,12 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::report::{idle_median, med, syscalls_median};
 use crate::{Results, Settings};
 
-const COLORS: [RGBColor; 8] = [
+const COLORS: [RGBColor; 9] = [
     RGBColor(90, 90, 90),    // C
     RGBColor(214, 39, 40),   // aio callbacks
     RGBColor(247, 129, 191), // aio callbacks, persistent read
     RGBColor(255, 127, 14),  // aio async
+    RGBColor(188, 189, 34),  // aio async, persistent read
     RGBColor(31, 119, 180),  // tokio
     RGBColor(44, 160, 44),   // Asio
     RGBColor(148, 103, 189), // libuv
@@ -27,6 +28,7 @@ fn short(key: &str) -> &str {
         "aio" => "aio cb",
         "aio-stream" => "aio each",
         "aio-async" => "aio async",
+        "aio-async-stream" => "aio async each",
         "tokio" => "tokio",
         "asio" => "Asio",
         "libuv" => "libuv",
@@ -41,6 +43,7 @@ fn color(key: &str) -> RGBColor {
         "aio",
         "aio-stream",
         "aio-async",
+        "aio-async-stream",
         "tokio",
         "asio",
         "libuv",

@@ -49,7 +49,7 @@ pub struct Cli {
     /// Seconds of warm-up before each measured phase.
     #[arg(long)]
     pub warmup: Option<f64>,
-    /// Only these servers (comma-separated keys: c, aio, aio-stream, aio-async, tokio, asio, libuv, aio-uring:
+    /// Only these servers (comma-separated keys: c, aio, aio-stream, aio-async, aio-async-stream, tokio, asio, libuv, aio-uring:
     /// the callback server on aio's io_uring backend).
     #[arg(long, value_delimiter = ',')]
     pub servers: Option<Vec<String>>,
@@ -120,7 +120,7 @@ const fn server(key: &'static str, label: &'static str, path: &'static str) -> S
     }
 }
 
-pub const SERVERS: [ServerDef; 8] = [
+pub const SERVERS: [ServerDef; 9] = [
     server("c", "C epoll (floor)", "bench/target/servers/c_epoll"),
     server("aio", "aio callbacks", "bench/target/release/aio_echo"),
     server(
@@ -132,6 +132,11 @@ pub const SERVERS: [ServerDef; 8] = [
         "aio-async",
         "aio async/await",
         "bench/target/release/aio_echo_async",
+    ),
+    server(
+        "aio-async-stream",
+        "aio async/await, persistent read",
+        "bench/target/release/aio_echo_async_stream",
     ),
     server(
         "tokio",

@@ -1,0 +1,377 @@
+//! Persistent reads awaited chunk by chunk: [`StreamSocket::read_stream`](crate::StreamSocket::read_stream),
+//! the future-style twin of `read_each`.
+//!
+//! The reader is one operation, allocated once, that stays first in its socket's read line for as
+//! long as it lasts (like `read_each`): an event is served in place (the read made under the lookup
+//! that found the source, the count kept in the reader) and the task awaiting the next chunk is
+//! woken, or polled right there. A chunk that comes while nobody awaits waits in the buffer; while
+//! it is unclaimed (or still borrowed), the socket's readiness stays marked and the next
+//! [`ReadStream::next`] reads itself before it waits.
+
+use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use super::read_each::PersistentOp;
+use super::{Interest, ReadSome};
+use crate::LocalHandle;
+use crate::buf::IoBufMut;
+use crate::driver::Token;
+use crate::service::source::{Source, Waiter};
+use crate::service::task::TaskWake;
+
+/// The bytes of one read, borrowed from the [`ReadStream`]'s buffer until dropped.
+///
+/// A chunk kept across an `.await` holds the buffer: the loop reads nothing into it meanwhile (the
+/// stream's next read waits for the chunk to be dropped and for the next call to
+/// [`next`](ReadStream::next)).
+pub struct Chunk<'a>(Ref<'a, [u8]>);
+
+impl std::ops::Deref for Chunk<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Chunk<'_> {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Chunk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Chunk").field(&self.len()).finish()
+    }
+}
+
+/// A socket's reading side as a stream of chunks: made by
+/// [`StreamSocket::read_stream`](crate::StreamSocket::read_stream), read with
+/// [`next`](ReadStream::next). Dropping it ends the stream (reads started behind it go on).
+pub struct ReadStream<B: IoBufMut> {
+    svc: LocalHandle,
+    reader: Rc<Reader<B>>,
+}
+
+/// What the loop's line and the [`ReadStream`] share.
+struct Reader<B> {
+    token: Token,
+    state: RefCell<State<B>>,
+    /// Its socket may hold bytes that no event will announce (an event came while a chunk was
+    /// unclaimed or borrowed, or the last read filled the buffer): the next `next()` reads before it
+    /// waits.
+    again: Cell<bool>,
+    /// The task awaiting the next chunk. Outside `state`: a cancellation may come while a chunk
+    /// borrows it.
+    wake: Cell<Option<TaskWake>>,
+    /// Why it was taken out of its line (`cancel()`, `close()`), until handed over.
+    cancelled: Cell<Option<io::Error>>,
+}
+
+struct State<B> {
+    /// The read of one chunk, tried in place, and the buffer it fills.
+    read: ReadSome<B>,
+    /// A read's count (or error) not yet handed over.
+    pending: Option<io::Result<usize>>,
+    /// Out of its line: the end of the stream, an error or a cancellation was handed over, or it
+    /// never got in.
+    ended: bool,
+}
+
+impl<B: IoBufMut> ReadStream<B> {
+    /// Puts a new reader of `token`'s source into its read line.
+    pub(crate) fn start(svc: &LocalHandle, token: Token, buf: B) -> ReadStream<B> {
+        let reader = Rc::new(Reader {
+            token,
+            state: RefCell::new(State {
+                read: ReadSome::new(buf),
+                pending: None,
+                ended: false,
+            }),
+            again: Cell::new(false),
+            wake: Cell::new(None),
+            cancelled: Cell::new(None),
+        });
+        let stream = ReadStream {
+            svc: svc.clone(),
+            reader,
+        };
+        let refused = if stream.reader.state.borrow().read.buf().bytes_total() == 0 {
+            // A zero-length read would report an end of stream that never came.
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "read_stream needs a buffer with room for at least one byte",
+            )
+        } else {
+            let mut sources = svc.inner.sources.borrow_mut();
+            match sources.get_mut(token) {
+                Some(source) => {
+                    let fd = source.raw_fd();
+                    let dir = source.dir_mut(Interest::Read);
+                    // First in line on a direction that may be ready: the first `next()` reads.
+                    // Otherwise an event, or the end of the operations ahead of it, serves it.
+                    stream.reader.again.set(dir.waiters.is_empty() && dir.ready);
+                    dir.push_waiter(Waiter::Persistent(stream.reader.clone()));
+                    drop(sources);
+                    svc.watch_fd(token, fd, Interest::Read);
+                    return stream;
+                }
+                None => {
+                    drop(sources);
+                    svc.gone_error()
+                }
+            }
+        };
+        let mut state = stream.reader.state.borrow_mut();
+        state.pending = Some(Err(refused));
+        state.ended = true;
+        drop(state);
+        stream
+    }
+
+    /// The next chunk: `Some(Ok(chunk))` for each read, `None` at the end of the stream, and once
+    /// `Some(Err(e))` on an error, a `cancel()` or a `close()` of the socket (`ECANCELED`), after
+    /// which the stream has ended and only `None` follows.
+    ///
+    /// ```
+    /// use aio::{IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let (a, b) = StreamSocket::pair(&svc)?;
+    /// let got = svc.block_on(async move {
+    ///     let mut chunks = b.read_stream(vec![0u8; 4096]);
+    ///     let (res, _) = a.write_all(b"hello".to_vec()).await;
+    ///     res?;
+    ///     drop(a); // end of stream for `b`
+    ///     let mut got = Vec::new();
+    ///     while let Some(chunk) = chunks.next().await {
+    ///         got.extend_from_slice(&chunk?);
+    ///     }
+    ///     Ok::<_, std::io::Error>(got)
+    /// })?;
+    /// assert_eq!(got, b"hello");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    // An async `next` that lends each chunk: neither `Iterator` nor `Stream` can say that.
+    #[allow(clippy::should_implement_trait)]
+    #[inline]
+    pub fn next(&mut self) -> NextChunk<'_, B> {
+        NextChunk { stream: Some(self) }
+    }
+
+    /// Polls for the next read's count (see [`next`](ReadStream::next)), which it leaves at the
+    /// start of the buffer.
+    #[inline]
+    fn poll_count(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<usize>>> {
+        let reader = &*self.reader;
+        let mut state = reader.state.borrow_mut();
+        if let Some(res) = state.pending.take() {
+            return Poll::Ready(self.hand_over(state, res));
+        }
+        if state.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(err) = reader.cancelled.take() {
+            return Poll::Ready(self.hand_over(state, Err(err)));
+        }
+        if reader.again.get() {
+            if let Some(res) = self.read_now(&mut state) {
+                return Poll::Ready(self.hand_over(state, res));
+            }
+        }
+        // Queued by number when a task of this loop polls (no waker clone).
+        reader.wake.set(Some(self.svc.task_wake(cx.waker())));
+        Poll::Pending
+    }
+
+    /// A count (or error) as `next()` hands it over; the end of the stream or an error ends it.
+    #[inline(always)]
+    fn hand_over(
+        &self,
+        state: RefMut<'_, State<B>>,
+        res: io::Result<usize>,
+    ) -> Option<io::Result<usize>> {
+        match res {
+            Ok(n) if n > 0 => Some(Ok(n)),
+            Ok(_) => {
+                self.end(state);
+                None
+            }
+            Err(e) => {
+                self.end(state);
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Reads now if the stream is first in its line and the direction may be ready; `None` when it
+    /// has to wait (the kernel said `EAGAIN`, or the direction is known not ready).
+    #[cold]
+    #[inline(never)]
+    fn read_now(&self, state: &mut State<B>) -> Option<io::Result<usize>> {
+        let reader = &*self.reader;
+        reader.again.set(false);
+        let mut sources = self.svc.inner.sources.borrow_mut();
+        let Some(source) = sources.get_mut(reader.token) else {
+            return Some(Err(self.svc.gone_error()));
+        };
+        if !source.read.ready || !reader.is_first(source) {
+            return None;
+        }
+        match LocalHandle::try_in(reader.token, source, &mut state.read) {
+            Poll::Ready(res) => {
+                reader.again.set(source.read.ready);
+                Some(res)
+            }
+            Poll::Pending => {
+                let fd = source.raw_fd();
+                drop(sources);
+                self.svc.watch_fd(reader.token, fd, Interest::Read);
+                None
+            }
+        }
+    }
+
+    /// Leaves the line (serving the reads queued behind it) once.
+    fn end(&self, mut state: RefMut<'_, State<B>>) {
+        if std::mem::replace(&mut state.ended, true) {
+            return;
+        }
+        drop(state);
+        let reader = &*self.reader;
+        let serve_next = {
+            let mut sources = self.svc.inner.sources.borrow_mut();
+            sources.get_mut(reader.token).is_some_and(|source| {
+                let dir = source.dir_mut(Interest::Read);
+                dir.waiters.remove_persistent(|op| reader.is(op));
+                dir.ready && !dir.waiters.is_empty()
+            })
+        };
+        reader.wake.take();
+        if serve_next {
+            self.svc.serve_waiters(reader.token, Interest::Read, false);
+        }
+    }
+}
+
+impl<B: IoBufMut> Drop for ReadStream<B> {
+    fn drop(&mut self) {
+        if let Ok(state) = self.reader.state.try_borrow_mut() {
+            self.end(state);
+        }
+    }
+}
+
+impl<B: IoBufMut> std::fmt::Debug for ReadStream<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadStream")
+            .field("token", &self.reader.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`ReadStream::next`].
+#[must_use = "a NextChunk does nothing unless awaited"]
+pub struct NextChunk<'a, B: IoBufMut> {
+    /// `None` once it has completed.
+    stream: Option<&'a mut ReadStream<B>>,
+}
+
+impl<'a, B: IoBufMut> Future for NextChunk<'a, B> {
+    type Output = Option<io::Result<Chunk<'a>>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(stream) = this.stream.as_deref() else {
+            panic!("aio::NextChunk polled after it completed")
+        };
+        let count = match stream.poll_count(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(count) => count,
+        };
+        let Some(stream) = this.stream.take() else {
+            return Poll::Pending; // taken just above: never here
+        };
+        let stream: &'a ReadStream<B> = stream;
+        Poll::Ready(count.map(|res| {
+            res.map(|n| {
+                Chunk(Ref::map(stream.reader.state.borrow(), |s| {
+                    &s.read.buf().as_slice()[..n]
+                }))
+            })
+        }))
+    }
+}
+
+impl<B> Reader<B> {
+    /// Whether `op`, a waiter of its line, is this reader.
+    fn is(&self, op: &Rc<dyn PersistentOp>) -> bool {
+        std::ptr::eq(
+            Rc::as_ptr(op) as *const (),
+            self as *const Self as *const (),
+        )
+    }
+
+    /// Whether this reader is first in `source`'s read line (reads queued ahead of it go first).
+    fn is_first(&self, source: &Source) -> bool {
+        matches!(source.read.waiters.first(), Some(Waiter::Persistent(op)) if self.is(op))
+    }
+
+    /// Wakes the task awaiting the next chunk, if any: polled right here when `inline` allows it
+    /// (see `LocalHandle::serve_waiters`), otherwise queued.
+    #[inline(always)]
+    fn wake(&self, svc: &LocalHandle, inline: bool) {
+        match self.wake.take() {
+            Some(TaskWake::Local(task)) if inline && svc.may_run_task_inline() => {
+                svc.run_task(task)
+            }
+            Some(wake) => svc.wake_task(wake),
+            None => {}
+        }
+    }
+}
+
+impl<B: IoBufMut> PersistentOp for Reader<B> {
+    #[inline]
+    fn serve(self: Rc<Self>, svc: &LocalHandle, mut source: RefMut<'_, Source>, inline: bool) {
+        // Busy (a chunk unclaimed or borrowed): the direction stays ready, the next `next()` reads.
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            self.again.set(true);
+            return;
+        };
+        if state.pending.is_some() {
+            self.again.set(true);
+            return;
+        }
+        let res = match LocalHandle::try_in(self.token, &mut source, &mut state.read) {
+            Poll::Ready(res) => res,
+            Poll::Pending => return, // EAGAIN: it waits for the next event, in place
+        };
+        // Still ready (a full buffer, or a short read that proves nothing): the next `next()`
+        // reads on, so that one busy stream cannot starve the loop.
+        self.again.set(source.read.ready);
+        drop(source);
+        state.pending = Some(res);
+        drop(state);
+        self.wake(svc, inline);
+    }
+
+    fn cancel(self: Rc<Self>, svc: &LocalHandle, err: io::Error) {
+        self.cancelled.set(Some(err));
+        self.wake(svc, false);
+    }
+
+    fn resume(self: Rc<Self>, _svc: &LocalHandle) {
+        // Never queued as a job: chunks go to the awaiting task.
+    }
+
+    fn wants_events(&self) -> bool {
+        // The next `next()` reads first: an event now would find the buffer taken.
+        !self.again.get()
+    }
+}

@@ -353,7 +353,7 @@ impl<B: IoBufMut> PersistentOp for Reader<B> {
             Poll::Pending => return, // EAGAIN: it waits for the next event, in place
         };
         // Still ready (a full buffer, or a short read that proves nothing): the next `next()`
-        // reads on, so that one busy stream cannot starve the loop.
+        // reads before it waits, as a `read_some` on a ready socket would.
         self.again.set(source.read.ready);
         drop(source);
         state.pending = Some(res);

@@ -80,6 +80,33 @@ impl<T> Drop for FinishGuard<T> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A spawned future with the guard that reports its end to the task's handle. A struct rather
+    /// than an `async` block awaiting the future: the block's state would keep room for the future
+    /// twice (as captured, and as awaited), doubling every task's allocation.
+    struct Spawned<F: Future> {
+        #[pin]
+        future: F,
+        guard: FinishGuard<F::Output>,
+    }
+}
+
+impl<F: Future> Future for Spawned<F> {
+    type Output = ();
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        match this.future.poll(cx) {
+            Poll::Ready(out) => {
+                this.guard.state.finish(&this.guard.svc, Ok(out));
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// The handle of a spawned task: await it for the task's output. Dropping it detaches the task, which
 /// keeps running; [`abort`](JoinHandle::abort) cancels it.
 pub struct JoinHandle<T> {
@@ -170,11 +197,7 @@ impl LocalHandle {
             state: state.clone(),
             svc: self.clone(),
         };
-        let wrapped = async move {
-            let guard = guard;
-            let out = future.await;
-            guard.state.finish(&guard.svc, Ok(out));
-        };
+        let wrapped = Spawned { future, guard };
         let task = if self.is_shut_down() {
             drop(wrapped); // cancelled at once: the handle reports Cancelled
             None
@@ -254,5 +277,37 @@ impl Wake for BlockOnWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
         self.shared.notify_if_remote();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spawned_future_is_held_once() {
+        let future = async {
+            let state = [7u8; 512];
+            std::future::pending::<()>().await;
+            state.len()
+        };
+        let size = size_of_val(&future);
+        assert!(size >= 512);
+        let svc = crate::IoService::new().unwrap();
+        let guard = FinishGuard {
+            state: Rc::new(JoinState {
+                slot: RefCell::new(JoinSlot::Running(None)),
+            }),
+            svc: svc.local(),
+        };
+        // The future (padded to the guard's alignment) and the guard's two pointers, not the
+        // future twice.
+        let spawned = Spawned { future, guard };
+        let limit = size.next_multiple_of(8) + 16;
+        assert!(
+            size_of_val(&spawned) <= limit,
+            "{} > {limit}",
+            size_of_val(&spawned)
+        );
     }
 }

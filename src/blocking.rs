@@ -156,7 +156,7 @@ impl LocalHandle {
         let cell = Arc::new(CompletionCell {
             value: Mutex::new(None),
         });
-        let (token, owner, err) = match self.add_source(FdSlot::Virtual(None)) {
+        let (token, owner, err) = match self.add_source(FdSlot::Virtual) {
             Ok(token) => (
                 token,
                 Owner {

@@ -38,7 +38,7 @@ impl DialAny {
         svc: &LocalHandle,
         future: impl Future<Output = io::Result<StreamSocket>> + 'static,
     ) -> Op<DialAny> {
-        match svc.add_source(FdSlot::Virtual(None)) {
+        match svc.add_source(FdSlot::Virtual) {
             Ok(token) => {
                 let waker = Waker::from(Arc::new(FireWaker {
                     shared: svc.inner.shared.clone(),

@@ -164,7 +164,7 @@ impl LocalHandle {
         match fd {
             FdSlot::Owned(fd) => Some(fd),
             FdSlot::Hooked(fd) => Some(fd.into_fd()),
-            FdSlot::Attached(_) | FdSlot::Virtual(_) => None,
+            FdSlot::Attached(_) | FdSlot::Virtual => None,
         }
     }
 

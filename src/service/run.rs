@@ -396,7 +396,7 @@ impl LocalHandle {
             let Some(source) = sources.get_mut(token) else {
                 return;
             };
-            source.set_deadline(Some(deadline));
+            source.deadline = Some(deadline);
             source.read.ready = false;
             sources.len()
         };
@@ -407,7 +407,7 @@ impl LocalHandle {
             let sources = self.inner.sources.borrow();
             timers.retain(|at, token, due| match (due, sources.get(token)) {
                 (_, None) => false,
-                (Due::Timer, Some(s)) => s.deadline() == Some(at),
+                (Due::Timer, Some(s)) => s.deadline == Some(at),
                 (Due::Backoff(_), Some(_)) => true,
             });
         }
@@ -416,7 +416,7 @@ impl LocalHandle {
     /// Disarms the timer source `token`: its pending heap entry will be ignored.
     pub(crate) fn disarm_timer(&self, token: Token) {
         if let Some(source) = self.inner.sources.borrow_mut().get_mut(token) {
-            source.set_deadline(None);
+            source.deadline = None;
             source.read.ready = false;
         }
     }
@@ -446,7 +446,7 @@ impl LocalHandle {
                         .sources
                         .borrow()
                         .get(token)
-                        .is_some_and(|s| s.deadline() == Some(at));
+                        .is_some_and(|s| s.deadline == Some(at));
                     if armed {
                         self.fire(token);
                     }

@@ -17,16 +17,14 @@ use crate::driver::Token;
 use crate::op::{Interest, PersistentOp, ReadyOp};
 
 /// The fd of a source: owned (closed when the source goes), attached (the caller keeps it open), or
-/// none at all (a timer or completion, made ready by the loop itself; a timer's armed deadline is
-/// kept here, where it costs no other source anything).
+/// none at all (a timer or completion, made ready by the loop itself).
 pub(crate) enum FdSlot {
     Owned(OwnedFd),
     /// Owned, with a socket's close hook that runs right before the fd closes (see `net::hooks`).
     /// Boxed: few sockets have hooks, and every source pays for the largest variant.
     Hooked(Box<crate::net::hooks::HookedFd>),
     Attached(RawFd),
-    /// A timer's armed deadline (a heap entry for another instant is stale), or `None`.
-    Virtual(Option<Instant>),
+    Virtual,
 }
 
 impl FdSlot {
@@ -38,7 +36,7 @@ impl FdSlot {
             // SAFETY: `IoDevice::attach` is an `unsafe fn` whose caller promised to keep the fd open
             // for as long as it stays attached, i.e. while this slot exists.
             FdSlot::Attached(fd) => Some(unsafe { BorrowedFd::borrow_raw(*fd) }),
-            FdSlot::Virtual(_) => None,
+            FdSlot::Virtual => None,
         }
     }
 }
@@ -243,6 +241,8 @@ pub(crate) struct Source {
     /// Incremented by `cancel()`: a future that registered before sees the change and reports
     /// `ECANCELED`.
     pub(crate) cancel_epoch: u32,
+    /// A timer source's armed deadline: a heap entry for another instant is stale.
+    pub(crate) deadline: Option<std::time::Instant>,
     /// Whether a short read proves the read direction empty, so that the next read may wait for an
     /// edge without trying (see [`Source::drain_hint_holds`]). `None` until known.
     pub(crate) short_read_drains: Option<bool>,
@@ -280,22 +280,6 @@ impl Source {
         match interest {
             Interest::Read => &mut self.read,
             Interest::Write => &mut self.write,
-        }
-    }
-
-    /// A timer source's armed deadline (see [`FdSlot::Virtual`]).
-    #[inline]
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        match self.fd {
-            FdSlot::Virtual(deadline) => deadline,
-            _ => None,
-        }
-    }
-
-    /// Arms (`Some`) or disarms (`None`) a timer source; nothing for a source with an fd.
-    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
-        if let FdSlot::Virtual(armed) = &mut self.fd {
-            *armed = deadline;
         }
     }
 
@@ -368,7 +352,7 @@ impl SourceTable {
         // 31 bits: the top bit of a token stays clear (io_uring tags operation requests with it).
         self.next_generation = self.next_generation.wrapping_add(1) & 0x7fff_ffff;
         // An fd may be ready already: try first. A virtual source is ready only when fired.
-        let ready = !matches!(fd, FdSlot::Virtual(_));
+        let ready = !matches!(fd, FdSlot::Virtual);
         let raw_fd = fd.fd().map_or(-1, |fd| fd.as_raw_fd());
         let index = self.slab.insert(Source {
             fd,
@@ -377,6 +361,7 @@ impl SourceTable {
             read: Direction::new(ready),
             write: Direction::new(ready),
             cancel_epoch: 0,
+            deadline: None,
             short_read_drains: None,
             backoff: None,
         });
@@ -442,14 +427,6 @@ mod tests {
                 Waiter::Callback(_) | Waiter::Persistent(_) => u64::MAX,
             })
             .collect()
-    }
-
-    #[test]
-    fn a_source_stays_small() {
-        // Every connection has one: a timer's deadline shares the fd's slot instead of taking room
-        // of its own.
-        assert_eq!(size_of::<FdSlot>(), 16);
-        assert!(size_of::<Source>() <= 136, "{}", size_of::<Source>());
     }
 
     #[test]

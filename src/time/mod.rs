@@ -52,7 +52,7 @@ impl DeadlineTimer {
     pub fn new(svc: &LocalHandle) -> io::Result<DeadlineTimer> {
         Ok(DeadlineTimer {
             svc: svc.clone(),
-            token: svc.add_source(FdSlot::Virtual(None))?,
+            token: svc.add_source(FdSlot::Virtual)?,
             expiry: Rc::new(Cell::new(None)),
         })
     }
@@ -209,7 +209,7 @@ impl LocalHandle {
 
     /// A one-shot wait until `deadline`: `Ok(())` once it has passed (never earlier).
     pub fn at(&self, deadline: Instant) -> Op<Sleep> {
-        match self.add_source(FdSlot::Virtual(None)) {
+        match self.add_source(FdSlot::Virtual) {
             Ok(token) => {
                 self.arm_timer(token, deadline);
                 let owner = SleepSource {

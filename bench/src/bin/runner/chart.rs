@@ -73,12 +73,19 @@ fn category_labels(
     let (base_x, base_y) = area.get_base_pixel();
     for (i, label) in labels.iter().enumerate() {
         let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
-        area.draw(&Text::new(
-            label.clone(),
-            (x - base_x, y - base_y + 6),
-            style.clone(),
-        ))
-        .map_err(err)?;
+        // A long name goes on two lines (at its last space), so that neighbours do not overlap.
+        let lines = match label.rsplit_once(' ') {
+            Some((head, tail)) if label.len() > 10 => vec![head, tail],
+            _ => vec![label.as_str()],
+        };
+        for (line, text) in lines.into_iter().enumerate() {
+            area.draw(&Text::new(
+                text.to_string(),
+                (x - base_x, y - base_y + 4 + 11 * line as i32),
+                style.clone(),
+            ))
+            .map_err(err)?;
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! uniformity is what lets the runner drive them alike.
 
 use std::ffi::OsString;
+use std::future::Future;
 use std::process::exit;
 use std::rc::Rc;
 
@@ -100,4 +101,31 @@ pub fn accept_each(
         }
         accept_each(program, acceptor, buffer, serve);
     });
+}
+
+/// An aio async server's whole run: its command line, the loop and acceptor, a task accepting (every
+/// accepted socket gets `TCP_NODELAY` where there is such a thing, and a task running `serve` with
+/// the scenario's buffer size), until stdin reaches EOF.
+pub fn run_async_server<Fut>(program: &'static str, serve: fn(StreamSocket, usize) -> Fut)
+where
+    Fut: Future + 'static,
+{
+    let args = server_args(program);
+    let (svc, acceptor) = aio_server(program, &args.endpoint);
+    let acceptor = Rc::new(acceptor);
+    let (local, accepting, buffer) = (svc.local(), acceptor.clone(), args.buffer);
+    drop(svc.spawn(async move {
+        loop {
+            match accepting.accept().await {
+                Ok((socket, _peer)) => {
+                    let _ = socket.set_nodelay(true); // fails on Unix sockets: nothing to set there
+                    drop(local.spawn(serve(socket, buffer)));
+                }
+                Err(e) if aio::is_cancelled(&e) => return,
+                Err(e) => eprintln!("{program}: accept: {e}"),
+            }
+        }
+    }));
+    svc.run().expect("event loop");
+    acceptor.close();
 }

@@ -38,6 +38,38 @@ pub(crate) trait PersistentOp {
     }
 }
 
+/// Puts the persistent read `op` (named `name` in errors) of `token`'s source, with a buffer of
+/// `total` bytes, at the end of its read line: `Ok(true)` when it is first in line on a direction
+/// that may be ready, so that it should read without waiting for an event (otherwise an event, or
+/// the end of the operations ahead of it, serves it); the error when it cannot go in.
+pub(crate) fn join_line(
+    svc: &LocalHandle,
+    token: Token,
+    total: usize,
+    op: Rc<dyn PersistentOp>,
+    name: &str,
+) -> io::Result<bool> {
+    if total == 0 {
+        // A zero-length read would report an end of stream that never came.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name} needs a buffer with room for at least one byte"),
+        ));
+    }
+    let mut sources = svc.inner.sources.borrow_mut();
+    let Some(source) = sources.get_mut(token) else {
+        drop(sources);
+        return Err(svc.gone_error());
+    };
+    let fd = source.raw_fd();
+    let dir = source.dir_mut(Interest::Read);
+    let read_now = dir.waiters.is_empty() && dir.ready;
+    dir.push_waiter(Waiter::Persistent(op));
+    drop(sources);
+    svc.watch_fd(token, fd, Interest::Read);
+    Ok(read_now)
+}
+
 /// The persistent read of one stream.
 pub(crate) struct ReadEach<B, F> {
     token: Token,
@@ -80,37 +112,19 @@ where
             }),
             cancelled: Cell::new(None),
         });
-        let refused = if reader.state.borrow().read.buf().bytes_total() == 0 {
-            // A zero-length read would report an end of stream that never came.
-            Some(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "read_each needs a buffer with room for at least one byte",
-            ))
-        } else {
-            let mut sources = svc.inner.sources.borrow_mut();
-            match sources.get_mut(token) {
-                Some(source) => {
-                    let fd = source.raw_fd();
-                    let dir = source.dir_mut(Interest::Read);
-                    // First in line on a direction that may be ready: a job makes the first read
-                    // (the handler never runs inside this call). Otherwise an event, or the end of
-                    // the operations ahead of it, serves it.
-                    let read_now = dir.waiters.is_empty() && dir.ready;
-                    dir.push_waiter(Waiter::Persistent(reader.clone()));
-                    drop(sources);
-                    svc.watch_fd(token, fd, Interest::Read);
-                    if read_now {
-                        svc.push_job(Job::Persistent(reader));
-                    }
-                    return;
+        let total = reader.state.borrow().read.buf().bytes_total();
+        let refused = match join_line(svc, token, total, reader.clone(), "read_each") {
+            Ok(read_now) => {
+                // First in line on a direction that may be ready: a job makes the first read (the
+                // handler never runs inside this call).
+                if read_now {
+                    svc.push_job(Job::Persistent(reader));
                 }
-                None => {
-                    drop(sources);
-                    Some(svc.gone_error())
-                }
+                return;
             }
+            Err(refused) => refused,
         };
-        reader.state.borrow_mut().pending = refused.map(Err);
+        reader.state.borrow_mut().pending = Some(Err(refused));
         svc.push_job(Job::Persistent(reader));
     }
 

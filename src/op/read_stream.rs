@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::read_each::PersistentOp;
+use super::read_each::{PersistentOp, join_line};
 use super::{Interest, ReadSome};
 use crate::LocalHandle;
 use crate::buf::IoBufMut;
@@ -109,34 +109,15 @@ impl<B: IoBufMut> ReadStream<B> {
             svc: svc.clone(),
             reader,
         };
-        let refused = if stream.reader.state.borrow().read.buf().bytes_total() == 0 {
-            // A zero-length read would report an end of stream that never came.
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "read_stream needs a buffer with room for at least one byte",
-            )
-        } else {
-            let mut sources = svc.inner.sources.borrow_mut();
-            match sources.get_mut(token) {
-                Some(source) => {
-                    let fd = source.raw_fd();
-                    let dir = source.dir_mut(Interest::Read);
-                    // First in line on a direction that may be ready: the first `next()` reads.
-                    // Otherwise an event, or the end of the operations ahead of it, serves it.
-                    stream.reader.again.set(dir.waiters.is_empty() && dir.ready);
-                    dir.push_waiter(Waiter::Persistent(stream.reader.clone()));
-                    drop(sources);
-                    svc.watch_fd(token, fd, Interest::Read);
-                    return stream;
-                }
-                None => {
-                    drop(sources);
-                    svc.gone_error()
-                }
+        let total = stream.reader.state.borrow().read.buf().bytes_total();
+        match join_line(svc, token, total, stream.reader.clone(), "read_stream") {
+            // First in line on a direction that may be ready: the first `next()` reads.
+            Ok(read_now) => stream.reader.again.set(read_now),
+            Err(refused) => {
+                stream.reader.state.borrow_mut().pending = Some(Err(refused));
+                stream.reader.ended.set(true);
             }
-        };
-        stream.reader.state.borrow_mut().pending = Some(Err(refused));
-        stream.reader.ended.set(true);
+        }
         stream
     }
 

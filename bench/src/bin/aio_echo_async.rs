@@ -3,22 +3,8 @@
 //! uniform command line (see the crate docs).
 
 use std::io;
-use std::rc::Rc;
 
-use aio::{Acceptor, IoBuf, LocalHandle, StreamSocket};
-
-async fn accept_loop(svc: LocalHandle, acceptor: Rc<Acceptor>, buffer: usize) {
-    loop {
-        match acceptor.accept().await {
-            Ok((socket, _peer)) => {
-                let _ = socket.set_nodelay(true); // fails on Unix sockets: nothing to set there
-                svc.spawn(echo(socket, buffer));
-            }
-            Err(e) if aio::is_cancelled(&e) => return,
-            Err(e) => eprintln!("aio_echo_async: accept: {e}"),
-        }
-    }
-}
+use aio::{IoBuf, StreamSocket};
 
 async fn echo(socket: StreamSocket, buffer: usize) -> io::Result<()> {
     let mut buffer = vec![0u8; buffer];
@@ -35,10 +21,5 @@ async fn echo(socket: StreamSocket, buffer: usize) -> io::Result<()> {
 }
 
 fn main() {
-    let args = aio_bench::server_args("aio_echo_async");
-    let (svc, acceptor) = aio_bench::aio_server("aio_echo_async", &args.endpoint);
-    let acceptor = Rc::new(acceptor);
-    svc.spawn(accept_loop(svc.local(), acceptor.clone(), args.buffer));
-    svc.run().expect("event loop");
-    acceptor.close();
+    aio_bench::run_async_server("aio_echo_async", echo);
 }

@@ -5,22 +5,8 @@
 //! crate docs).
 
 use std::io;
-use std::rc::Rc;
 
-use aio::{Acceptor, LocalHandle, StreamSocket};
-
-async fn accept_loop(svc: LocalHandle, acceptor: Rc<Acceptor>, buffer: usize) {
-    loop {
-        match acceptor.accept().await {
-            Ok((socket, _peer)) => {
-                let _ = socket.set_nodelay(true); // fails on Unix sockets: nothing to set there
-                svc.spawn(echo(socket, buffer));
-            }
-            Err(e) if aio::is_cancelled(&e) => return,
-            Err(e) => eprintln!("aio_echo_async_stream: accept: {e}"),
-        }
-    }
-}
+use aio::StreamSocket;
 
 async fn echo(socket: StreamSocket, buffer: usize) -> io::Result<()> {
     let mut chunks = socket.read_stream(vec![0u8; buffer]);
@@ -42,10 +28,5 @@ async fn echo(socket: StreamSocket, buffer: usize) -> io::Result<()> {
 }
 
 fn main() {
-    let args = aio_bench::server_args("aio_echo_async_stream");
-    let (svc, acceptor) = aio_bench::aio_server("aio_echo_async_stream", &args.endpoint);
-    let acceptor = Rc::new(acceptor);
-    svc.spawn(accept_loop(svc.local(), acceptor.clone(), args.buffer));
-    svc.run().expect("event loop");
-    acceptor.close();
+    aio_bench::run_async_server("aio_echo_async_stream", echo);
 }

@@ -286,3 +286,25 @@ matrix_test!(an_aborted_reader_leaves_the_socket_to_other_reads, |svc| {
     let n = res.unwrap();
     assert_eq!(&buf[..n], b"after");
 });
+
+matrix_test!(a_loop_dropped_under_a_waiting_reader, |svc| {
+    // The reader's task still waits when its loop goes: dropping the task drops the
+    // stream, which leaves a line that is being taken apart.
+    let svc = util::fresh(svc);
+    let (a, b) = StreamSocket::pair(&svc).unwrap();
+    let b = Rc::new(b);
+    let reader = b.clone();
+    let waiting = svc.spawn(async move {
+        let mut chunks = reader.read_stream(vec![0u8; 64]);
+        chunks.next().await.map(|res| res.map(|c| c.len()))
+    });
+    svc.poll().unwrap();
+    assert!(!waiting.is_finished());
+    // And one held outside any task, dropped after the loop.
+    let (c, d) = StreamSocket::pair(&svc).unwrap();
+    let outside = d.read_stream(vec![0u8; 64]);
+    drop(svc);
+    drop((a, b, waiting));
+    drop(outside);
+    drop((c, d));
+});

@@ -70,6 +70,32 @@ pub(crate) fn join_line(
     Ok(read_now)
 }
 
+/// Whether `op`, a waiter of a line, is the persistent operation `this`.
+fn is_op<T: PersistentOp>(op: &Rc<dyn PersistentOp>, this: &T) -> bool {
+    std::ptr::eq(Rc::as_ptr(op) as *const (), this as *const T as *const ())
+}
+
+/// Whether the persistent operation `this` is first in `source`'s read line.
+pub(crate) fn first_in_line<T: PersistentOp>(source: &Source, this: &T) -> bool {
+    matches!(source.read.waiters.first(), Some(Waiter::Persistent(op)) if is_op(op, this))
+}
+
+/// Takes the persistent operation `this` out of `token`'s read line (if it is still there), then
+/// serves the operations queued behind it if the direction is ready.
+pub(crate) fn leave_line<T: PersistentOp>(svc: &LocalHandle, token: Token, this: &T) {
+    let serve_next = {
+        let mut sources = svc.inner.sources.borrow_mut();
+        sources.get_mut(token).is_some_and(|source| {
+            let dir = source.dir_mut(Interest::Read);
+            dir.waiters.remove_persistent(|op| is_op(op, this));
+            dir.ready && !dir.waiters.is_empty()
+        })
+    };
+    if serve_next {
+        svc.serve_waiters(token, Interest::Read, false);
+    }
+}
+
 /// The persistent read of one stream.
 pub(crate) struct ReadEach<B, F> {
     token: Token,
@@ -160,14 +186,6 @@ where
         true
     }
 
-    /// Whether `op`, a waiter of its line, is this read.
-    fn is(&self, op: &Rc<dyn PersistentOp>) -> bool {
-        std::ptr::eq(
-            Rc::as_ptr(op) as *const (),
-            self as *const Self as *const (),
-        )
-    }
-
     /// Ends the stream: leaves the line (serving the operations queued behind it), settles the
     /// work count, and drops the handler (which may close the socket) last.
     fn end(&self, mut state: RefMut<'_, State<B, F>>, svc: &LocalHandle) {
@@ -175,17 +193,7 @@ where
             return;
         };
         drop(state);
-        let serve_next = {
-            let mut sources = svc.inner.sources.borrow_mut();
-            sources.get_mut(self.token).is_some_and(|source| {
-                let dir = source.dir_mut(Interest::Read);
-                dir.waiters.remove_persistent(|op| self.is(op));
-                dir.ready && !dir.waiters.is_empty()
-            })
-        };
-        if serve_next {
-            svc.serve_waiters(self.token, Interest::Read, false);
-        }
+        leave_line(svc, self.token, self);
         svc.finish_work();
         drop(handler);
     }
@@ -257,9 +265,7 @@ where
         let Ok(source) = RefMut::filter_map(sources, |t| t.get_mut(self.token)) else {
             return; // closed: its cancellation is queued behind this job
         };
-        let first =
-            matches!(source.read.waiters.first(), Some(Waiter::Persistent(op)) if self.is(op));
-        if first && source.read.ready {
+        if first_in_line(&source, &*self) && source.read.ready {
             self.serve(svc, source, true);
         }
     }

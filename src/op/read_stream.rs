@@ -15,12 +15,12 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::read_each::{PersistentOp, join_line};
+use super::read_each::{PersistentOp, first_in_line, join_line, leave_line};
 use super::{Interest, ReadSome};
 use crate::LocalHandle;
 use crate::buf::IoBufMut;
 use crate::driver::Token;
-use crate::service::source::{Source, Waiter};
+use crate::service::source::Source;
 use crate::service::task::TaskWake;
 
 /// The bytes of one read, borrowed from the [`ReadStream`]'s buffer until dropped.
@@ -208,7 +208,7 @@ impl<B: IoBufMut> ReadStream<B> {
         let Some(source) = sources.get_mut(reader.token) else {
             return Some(Err(self.svc.gone_error()));
         };
-        if !source.read.ready || !reader.is_first(source) {
+        if !source.read.ready || !first_in_line(source, reader) {
             return None;
         }
         match LocalHandle::try_in(reader.token, source, &mut state.read) {
@@ -232,18 +232,8 @@ impl<B: IoBufMut> ReadStream<B> {
             return; // out of its line already
         }
         let reader = &*self.reader;
-        let serve_next = {
-            let mut sources = self.svc.inner.sources.borrow_mut();
-            sources.get_mut(reader.token).is_some_and(|source| {
-                let dir = source.dir_mut(Interest::Read);
-                dir.waiters.remove_persistent(|op| reader.is(op));
-                dir.ready && !dir.waiters.is_empty()
-            })
-        };
         reader.waiting.take();
-        if serve_next {
-            self.svc.serve_waiters(reader.token, Interest::Read, false);
-        }
+        leave_line(&self.svc, reader.token, reader);
     }
 }
 
@@ -298,19 +288,6 @@ impl<'a, B: IoBufMut> Future for NextChunk<'a, B> {
 }
 
 impl<B> Reader<B> {
-    /// Whether `op`, a waiter of its line, is this reader.
-    fn is(&self, op: &Rc<dyn PersistentOp>) -> bool {
-        std::ptr::eq(
-            Rc::as_ptr(op) as *const (),
-            self as *const Self as *const (),
-        )
-    }
-
-    /// Whether this reader is first in `source`'s read line (reads queued ahead of it go first).
-    fn is_first(&self, source: &Source) -> bool {
-        matches!(source.read.waiters.first(), Some(Waiter::Persistent(op)) if self.is(op))
-    }
-
     /// Wakes the task awaiting the next chunk, if any: polled right here when `inline` allows it
     /// (see `LocalHandle::serve_waiters`), otherwise queued.
     #[inline(always)]

@@ -177,21 +177,23 @@ impl<B: IoBufMut> ReadStream<B> {
         Poll::Pending
     }
 
-    /// A count (or error) as `next()` hands it over; the end of the stream or an error ends it.
+    /// A count (or error) as `next()` hands it over, once `state` is released; the end of the
+    /// stream or an error ends the stream.
     #[inline(always)]
     fn hand_over(
         &self,
         state: RefMut<'_, State<B>>,
         res: io::Result<usize>,
     ) -> Option<io::Result<usize>> {
+        drop(state);
         match res {
             Ok(n) if n > 0 => Some(Ok(n)),
             Ok(_) => {
-                self.end(state);
+                self.end();
                 None
             }
             Err(e) => {
-                self.end(state);
+                self.end();
                 Some(Err(e))
             }
         }
@@ -225,9 +227,8 @@ impl<B: IoBufMut> ReadStream<B> {
         }
     }
 
-    /// Leaves the line (serving the reads queued behind it) once; `state`'s borrow ends first.
-    fn end(&self, state: RefMut<'_, State<B>>) {
-        drop(state);
+    /// Leaves the line (serving the reads queued behind it) once.
+    fn end(&self) {
         if self.reader.ended.replace(true) {
             return; // out of its line already
         }
@@ -239,9 +240,7 @@ impl<B: IoBufMut> ReadStream<B> {
 
 impl<B: IoBufMut> Drop for ReadStream<B> {
     fn drop(&mut self) {
-        if let Ok(state) = self.reader.state.try_borrow_mut() {
-            self.end(state);
-        }
+        self.end();
     }
 }
 

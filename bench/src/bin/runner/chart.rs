@@ -8,9 +8,10 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::report::{idle_median, med, syscalls_median};
-use crate::{Results, Settings};
+use crate::{Results, SERVERS, Settings};
 
-const COLORS: [RGBColor; 9] = [
+/// One per server, in the order of [`SERVERS`].
+const COLORS: [RGBColor; SERVERS.len()] = [
     RGBColor(90, 90, 90),    // C
     RGBColor(214, 39, 40),   // aio callbacks
     RGBColor(247, 129, 191), // aio callbacks, persistent read
@@ -38,20 +39,7 @@ fn short(key: &str) -> &str {
 }
 
 fn color(key: &str) -> RGBColor {
-    let i = [
-        "c",
-        "aio",
-        "aio-stream",
-        "aio-async",
-        "aio-async-stream",
-        "tokio",
-        "asio",
-        "libuv",
-        "aio-uring",
-    ]
-    .iter()
-    .position(|k| *k == key)
-    .unwrap_or(0);
+    let i = SERVERS.iter().position(|s| s.key == key).unwrap_or(0);
     COLORS[i]
 }
 

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::procs::output_of;
-use crate::{IDLE_CONNECTIONS, Results, SCENARIOS, Settings};
+use crate::{IDLE_CONNECTIONS, Results, SCENARIOS, SERVERS, Settings};
 
 /// The median of some values (the mean of the middle two for an even count).
 pub fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -163,14 +163,20 @@ struct Target {
     met: Option<bool>,
 }
 
-/// The aio servers the targets are checked for: callbacks and async/await, each with an operation
-/// per read and with a persistent read.
-const AIO_STYLES: [(&str, &str); 4] = [
-    ("aio", "aio callbacks"),
-    ("aio-stream", "aio callbacks, persistent read"),
-    ("aio-async", "aio async/await"),
-    ("aio-async-stream", "aio async/await, persistent read"),
-];
+/// The aio servers the targets are checked for (keys of [`SERVERS`]): callbacks and async/await,
+/// each with an operation per read and with a persistent read.
+const AIO_STYLES: [&str; 4] = ["aio", "aio-stream", "aio-async", "aio-async-stream"];
+
+/// The aio styles with their labels, as [`SERVERS`] names them.
+fn aio_styles() -> impl Iterator<Item = (&'static str, &'static str)> {
+    AIO_STYLES.into_iter().map(|key| {
+        let label = SERVERS
+            .iter()
+            .find(|s| s.key == key)
+            .map_or(key, |s| s.label);
+        (key, label)
+    })
+}
 
 /// `a / b`, with both shown: `0.950x (1.20 µs vs 1.26 µs)`.
 fn versus(a: Option<f64>, b: Option<f64>, f: impl Fn(f64) -> String) -> (Option<f64>, String) {
@@ -196,7 +202,7 @@ fn targets(results: &Results) -> Vec<Target> {
             met,
         })
     };
-    for (key, label) in AIO_STYLES {
+    for (key, label) in aio_styles() {
         let (goal, bound) = if key.starts_with("aio-async") {
             ("≤ 500", 500.0)
         } else {
@@ -210,7 +216,7 @@ fn targets(results: &Results) -> Vec<Target> {
             instr.map(|v| v <= bound),
         );
     }
-    for (key, label) in &AIO_STYLES[..2] {
+    for (key, label) in aio_styles().take(2) {
         let sys = syscalls_median(results, key);
         push(
             format!("{label}: syscalls per echoed message (64 x 64 B ping-pong)"),
@@ -219,7 +225,7 @@ fn targets(results: &Results) -> Vec<Target> {
             sys.map(|v| v <= 2.1),
         );
     }
-    for (key, label) in AIO_STYLES {
+    for (key, label) in aio_styles() {
         let (r, shown) = versus(cpu("pingpong", key), cpu("pingpong", "c"), micros);
         push(
             format!("{label}: server CPU per message vs C (64 x 64 B ping-pong)"),
@@ -228,7 +234,7 @@ fn targets(results: &Results) -> Vec<Target> {
             r.map(|r| r <= 1.05),
         );
     }
-    for (key, label) in AIO_STYLES {
+    for (key, label) in aio_styles() {
         let (r, shown) = versus(infl(key), infl("tokio"), |v| format!("{} msg/s", num(v)));
         push(
             format!("{label}: msgs/s with 64 x 64 B x 16 in flight vs tokio"),
@@ -256,7 +262,7 @@ fn targets(results: &Results) -> Vec<Target> {
             r.map(|r| r <= 0.80),
         );
     }
-    for (key, label) in AIO_STYLES {
+    for (key, label) in aio_styles() {
         let (a, tk) = (idle_median(results, key), idle_median(results, "tokio"));
         push(
             format!("{label}: server memory per idle connection vs tokio"),
@@ -560,7 +566,7 @@ pub fn render(settings: &Settings, results: &Results, chart: &str) -> String {
         let _ = writeln!(md);
     }
 
-    for key in ["aio", "aio-stream", "aio-async", "aio-async-stream", "c"] {
+    for key in AIO_STYLES.into_iter().chain(["c"]) {
         let Some(r) = results.callgrind.get(key) else {
             continue;
         };

@@ -204,23 +204,24 @@ impl LocalHandle {
     /// waits on and, on a readiness backend, serves the readers under that same look (see
     /// [`serve_from`](LocalHandle::serve_from)); then the writers are served.
     fn dispatch_event(&self, ev: Event, inline: bool) {
+        let token = ev.token();
         let sources = self.inner.sources.borrow_mut();
-        let Ok(mut source) = RefMut::filter_map(sources, |t| t.get_mut(ev.token())) else {
+        let Ok(mut source) = RefMut::filter_map(sources, |t| t.get_mut(token)) else {
             return; // closed since: a stale event
         };
         let read = ev.readable() && arm(&mut source, Interest::Read, ev.closed());
         let write = ev.writable() && arm(&mut source, Interest::Write, ev.closed());
         if read && !self.ring_mode() {
-            self.serve_from(source, ev.token(), Interest::Read, inline);
+            self.serve_from(source, token, Interest::Read, inline);
         } else {
             drop(source);
             if read {
                 // On io_uring, waiters are served in turn with the operations on the ring.
-                self.serve_waiters(ev.token(), Interest::Read, inline);
+                self.serve_waiters(token, Interest::Read, inline);
             }
         }
         if write {
-            self.serve_waiters(ev.token(), Interest::Write, inline);
+            self.serve_waiters(token, Interest::Write, inline);
         }
     }
 

@@ -42,27 +42,45 @@
 
 #![warn(missing_docs)]
 
-pub mod blocking;
 pub mod buf;
 pub mod client;
 mod driver;
+mod endpoint;
 pub mod error;
 pub mod framed;
 mod net;
 pub mod op;
+mod reactor;
 mod service;
 pub mod signal;
 pub mod time;
 
+/// Work that must not run on the loop: [`LocalHandle::spawn_blocking`] and the completion bridge
+/// [`LocalHandle::completion`] for callback-based C or driver APIs.
+///
+/// The answer to "how do I make a blocking driver call an async operation": hand it to a pool thread
+/// and get an [`Op`] that completes on the loop thread. The pool is per loop, bounded, and started
+/// lazily: no thread exists until the first `spawn_blocking`, so a process that never uses it can fork
+/// freely, and a forked child builds its own loop and pool. Idle threads exit after a while.
+///
+/// A [`Completer`] is the other half of an operation that something else finishes: a C callback, a
+/// driver thread, another loop. It is `Send`; completing it from any thread runs the handler on the
+/// loop; dropping it unfinished completes the operation with an error instead of leaving it hanging.
+pub mod blocking {
+    pub use crate::op::completion::{Completer, Completion};
+    pub use crate::service::DEFAULT_MAX_BLOCKING_THREADS;
+}
+
 pub use blocking::{Completer, Completion};
 pub use buf::{IoBuf, IoBufMut, Slice};
 pub use driver::Backend;
+pub use endpoint::{Endpoint, Family};
 pub use error::is_cancelled;
+pub use net::accept::Accept;
 pub use net::acceptor::{Acceptor, DEFAULT_BACKLOG};
 pub use net::datagram::DatagramSocket;
 pub use net::device::IoDevice;
-pub use net::dialer::Dialer;
-pub use net::endpoint::{Endpoint, Family};
+pub use net::dialer::{Dial, DialAny, Dialer};
 pub use net::hooks::SocketHooks;
 pub use net::stream::StreamSocket;
 pub use op::{Op, Operation};

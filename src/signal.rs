@@ -22,7 +22,7 @@ use signal_hook::iterator::exfiltrator::SignalOnly;
 use crate::LocalHandle;
 use crate::driver::Token;
 use crate::op::{Cx, Interest, Op, Operation, sealed};
-use crate::service::source::FdSlot;
+use crate::reactor::FdSlot;
 
 pub use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
@@ -63,7 +63,7 @@ impl SignalSet {
         let delivery =
             SignalDelivery::with_pipe(read, write, SignalOnly, std::iter::empty::<i32>())?;
         let hook = delivery.handle();
-        let token = svc.add_source(FdSlot::Owned(watched))?;
+        let token = svc.reactor().add_source(FdSlot::Owned(watched))?;
         let set = SignalSet {
             svc: svc.clone(),
             token,
@@ -109,7 +109,7 @@ impl SignalSet {
     /// Completes with the number of a signal that arrived (one kept from before, if any).
     pub fn wait(&self) -> Op<SignalWait> {
         Op::new(
-            &self.svc,
+            self.svc.reactor(),
             self.token,
             SignalWait {
                 state: self.state.clone(),
@@ -119,7 +119,7 @@ impl SignalSet {
 
     /// Completes pending waits with `ECANCELED`; signals keep being caught.
     pub fn cancel(&self) {
-        self.svc.cancel_source(self.token);
+        self.svc.reactor().cancel_source(self.token);
     }
 
     /// The loop this set belongs to.
@@ -132,7 +132,7 @@ impl Drop for SignalSet {
     fn drop(&mut self) {
         // Stops delivery to this set; the process keeps signal-hook's handler (other sets may need it).
         self.hook.close();
-        drop(self.svc.remove_source(self.token));
+        drop(self.svc.reactor().remove_source(self.token));
     }
 }
 

@@ -17,8 +17,8 @@ use std::rc::Rc;
 pub use backoff::Backoff;
 
 use crate::LocalHandle;
+use crate::endpoint::Endpoint;
 use crate::framed::{Decoder, Encoder, Framed, TrySendError};
-use crate::net::endpoint::Endpoint;
 use crate::net::stream::StreamSocket;
 use crate::service::JoinHandle;
 

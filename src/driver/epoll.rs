@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use rustix::event::epoll;
 
-use super::{Driver, Event, Token, timespec};
-use crate::service::source::SourceTable;
+use super::{Driver, Event, Interest, Token, interrupted_is_nothing, timespec};
 
 /// How many events one `epoll_wait` may return at least.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -85,8 +84,10 @@ impl Driver for EpollDriver {
         })
     }
 
-    fn watch_writes(&mut self, fd: BorrowedFd<'_>, token: Token) {
-        if self.set_writes_watched(fd, true) {
+    /// Reads are watched from registration on; writes from the first time one waits (see the
+    /// module doc).
+    fn watch(&mut self, fd: BorrowedFd<'_>, token: Token, interest: Interest) {
+        if interest == Interest::Read || self.set_writes_watched(fd, true) {
             return;
         }
         let flags = READ_FLAGS | epoll::EventFlags::OUT;
@@ -102,24 +103,17 @@ impl Driver for EpollDriver {
         Ok(epoll::delete(&self.epoll, fd)?)
     }
 
-    fn wait(
-        &mut self,
-        _sources: &SourceTable,
-        timeout: Option<Duration>,
-        events: &mut Vec<Event>,
-    ) -> io::Result<()> {
+    fn wait(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()> {
         // The kernel writes the events right into the loop's list, behind any left over there.
         events.reserve(EVENTS_PER_WAIT);
         let ts = timespec(timeout);
-        match epoll::wait(
-            self.epoll.as_fd(),
-            rustix::buffer::spare_capacity(events),
-            ts.as_ref(),
-        ) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-        Ok(())
+        interrupted_is_nothing(
+            epoll::wait(
+                self.epoll.as_fd(),
+                rustix::buffer::spare_capacity(events),
+                ts.as_ref(),
+            )
+            .map(|_| ()),
+        )
     }
 }

@@ -1,15 +1,20 @@
 //! The driver: what waits for the operating system on behalf of an [`IoService`](crate::IoService).
 //!
-//! A driver is booster's "reactor": it learns which registered file descriptors became readable or
-//! writable and reports them as [`Event`]s keyed by a [`Token`]. The loop owns the waiters; the driver
-//! only watches. Every backend exposes the same small [`Driver`] trait, and the loop holds one
+//! A driver learns which registered file descriptors became readable or writable and reports them
+//! as [`Event`]s keyed by a [`Token`]. It knows nothing above it: the reactor owns the sources, their
+//! waiters and their readiness, and tells the driver only which fds to watch in which direction.
+//! Each backend keeps its own registrations (epoll's kernel set, poll's pollfd array, io_uring's
+//! poll requests). Every backend exposes the same small [`Driver`] trait, and the reactor holds one
 //! [`AnyDriver`] so that the hot path dispatches by `match`, not through a vtable.
 //!
 //! Backends:
 //! - [`epoll`]: the default on Linux. Each fd is registered once, edge-triggered, for reading, and
 //!   for writing too the first time a write has to wait; nothing is re-armed per wait.
-//! - [`poll`]: portable `poll(2)`, level-triggered; the set of fds it watches is rebuilt from the
-//!   sources that have waiters, so it behaves like the edge-triggered backend from the loop's view.
+//! - [`poll`]: portable `poll(2)`, level-triggered, over a pollfd array it keeps: a direction is in
+//!   it while something waits on it, so that it behaves like the edge-triggered backend from the
+//!   reactor's view.
+//! - [`uring`]: io_uring; readiness through one multishot poll request per watched fd, and the ring
+//!   that operations are submitted to.
 
 pub(crate) mod epoll;
 pub(crate) mod poll;
@@ -18,8 +23,6 @@ pub(crate) mod uring;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
-
-use crate::service::source::SourceTable;
 
 /// Which backend an [`IoService`](crate::IoService) runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +82,14 @@ impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// A direction of readiness: what an operation waits for and a driver watches.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Interest {
+    Read = 0,
+    Write = 1,
 }
 
 /// Identifies a registered source: slab index in the low half, generation in the high half, so that a
@@ -164,25 +175,22 @@ impl Readiness for Event {
     }
 }
 
-/// What every backend provides to the loop.
+/// What every backend provides to the reactor.
 pub(crate) trait Driver {
-    /// Starts watching `fd` under `token`, for as long as it stays registered: for reading, and for
-    /// writing too unless the backend waits for [`watch_writes`](Driver::watch_writes).
+    /// Starts watching `fd` under `token`, for as long as it stays registered: for reading where the
+    /// backend watches that from the start (epoll), otherwise once [`watch`](Driver::watch)ed.
     fn register(&mut self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()>;
-    /// A write on the registered `fd` waits for room: from now on its write edges are reported (the
-    /// current state included, so that an edge that came before is not missed). Nothing to do for a
-    /// backend that already watches both directions, or that watches what the loop's waiters ask.
-    fn watch_writes(&mut self, _fd: BorrowedFd<'_>, _token: Token) {}
+    /// Something waits on `interest` of the registered `fd`: from now on its edges in that direction
+    /// are reported (its current state included, so that an edge that came before is not missed).
+    /// Watching what is watched already costs nothing.
+    fn watch(&mut self, fd: BorrowedFd<'_>, token: Token, interest: Interest);
+    /// Nothing waits on `interest` of `fd` any more. A level-triggered backend stops watching it (it
+    /// would report the same readiness at every wait); edge-triggered ones ignore this.
+    fn unwatch(&mut self, _fd: BorrowedFd<'_>, _interest: Interest) {}
     /// Stops watching `fd`. Called before the fd is closed or handed back to its owner.
     fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()>;
     /// Waits up to `timeout` (`None`: without limit) and appends what became ready to `events`.
-    /// `sources` tells a level-triggered backend which fds have waiters in which direction.
-    fn wait(
-        &mut self,
-        sources: &SourceTable,
-        timeout: Option<Duration>,
-        events: &mut Vec<Event>,
-    ) -> io::Result<()>;
+    fn wait(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()>;
 }
 
 /// The backend chosen at construction; dispatches by `match` so the calls can inline.
@@ -212,6 +220,15 @@ impl AnyDriver {
     }
 }
 
+impl AnyDriver {
+    /// Whether the backend reports a readiness at every wait for as long as it lasts (poll), so that
+    /// the reactor unwatches a direction nobody waits on.
+    #[inline(always)]
+    pub(crate) fn level_triggered(&self) -> bool {
+        matches!(self, AnyDriver::Poll(_))
+    }
+}
+
 impl Driver for AnyDriver {
     #[inline]
     fn register(&mut self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()> {
@@ -222,9 +239,17 @@ impl Driver for AnyDriver {
         }
     }
     #[inline]
-    fn watch_writes(&mut self, fd: BorrowedFd<'_>, token: Token) {
-        if let AnyDriver::Epoll(d) = self {
-            d.watch_writes(fd, token);
+    fn watch(&mut self, fd: BorrowedFd<'_>, token: Token, interest: Interest) {
+        match self {
+            AnyDriver::Epoll(d) => d.watch(fd, token, interest),
+            AnyDriver::Poll(d) => d.watch(fd, token, interest),
+            AnyDriver::Uring(d) => d.watch(fd, token, interest),
+        }
+    }
+    #[inline]
+    fn unwatch(&mut self, fd: BorrowedFd<'_>, interest: Interest) {
+        if let AnyDriver::Poll(d) = self {
+            d.unwatch(fd, interest);
         }
     }
     #[inline]
@@ -236,17 +261,21 @@ impl Driver for AnyDriver {
         }
     }
     #[inline]
-    fn wait(
-        &mut self,
-        sources: &SourceTable,
-        timeout: Option<Duration>,
-        events: &mut Vec<Event>,
-    ) -> io::Result<()> {
+    fn wait(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()> {
         match self {
-            AnyDriver::Epoll(d) => d.wait(sources, timeout, events),
-            AnyDriver::Poll(d) => d.wait(sources, timeout, events),
-            AnyDriver::Uring(d) => d.wait(sources, timeout, events),
+            AnyDriver::Epoll(d) => d.wait(timeout, events),
+            AnyDriver::Poll(d) => d.wait(timeout, events),
+            AnyDriver::Uring(d) => d.wait(timeout, events),
         }
+    }
+}
+
+/// A syscall's result with `EINTR` taken as "nothing happened": a signal interrupted the wait, and
+/// the loop's next turn waits again.
+pub(crate) fn interrupted_is_nothing<T: Default>(res: rustix::io::Result<T>) -> io::Result<T> {
+    match res {
+        Err(rustix::io::Errno::INTR) => Ok(T::default()),
+        other => Ok(other?),
     }
 }
 

@@ -1,78 +1,162 @@
 //! The `poll(2)` backend: the portable fallback, as booster offers beside epoll.
 //!
-//! `poll` is level-triggered and keeps no registrations, so every wait rebuilds the list of fds from
-//! the sources that have waiters, each with the directions it is waited on. An fd without waiters is
-//! not watched, which makes the level-triggered call behave like the edge-triggered backend: the loop
-//! only hears about a direction somebody is waiting for, after a syscall on it said `EAGAIN`.
+//! `poll` is level-triggered and the kernel keeps nothing between calls, so the driver keeps the
+//! pollfd array itself, one entry per registered fd (as mio and polling do), and changes an entry
+//! only when the reactor says a direction starts or stops being waited on. A wait hands the array to
+//! the kernel as it is: no rebuild, no walk over the reactor's sources. An entry nobody waits on has
+//! a negative fd, which `poll` skips (so a hung-up socket without a waiter does not end every wait).
+//! Watching only what somebody waits for makes the level-triggered call behave like the
+//! edge-triggered backend from the reactor's view.
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use rustix::event::{PollFd, PollFlags};
+use super::{Driver, Event, Interest, Token, event};
 
-use super::{Driver, Event, Token, event, timespec};
-use crate::service::source::SourceTable;
+/// What an entry asks of the kernel per direction.
+const READ_EVENTS: i16 = libc::POLLIN;
+const WRITE_EVENTS: i16 = libc::POLLOUT;
+
+/// The fd of an entry that nobody waits on: `poll` skips negative fds and reports nothing for them.
+const SKIPPED: RawFd = -1;
 
 pub(crate) struct PollDriver {
-    wake: OwnedFd,
-    /// Tokens parallel to the pollfd list of the current wait (index 0 is the wake fd).
-    tokens: Vec<Token>,
+    /// A duplicate of the loop's wake-up fd, owned so that it outlives the array entry naming it.
+    _wake: OwnedFd,
+    /// What `poll` is given. Entry 0 is the wake-up fd, always watched for reading.
+    fds: Vec<libc::pollfd>,
+    /// Per entry, the token and the fd it stands for (its pollfd's fd is [`SKIPPED`] while unwatched).
+    entries: Vec<(Token, RawFd)>,
+    /// Per fd number, the index of its entry plus one (0: not registered). Fd numbers are small and
+    /// dense: the lowest free one is always taken.
+    index: Vec<u32>,
 }
 
 impl PollDriver {
     pub(crate) fn new(wake_fd: BorrowedFd<'_>) -> io::Result<PollDriver> {
+        let wake = wake_fd.try_clone_to_owned()?;
+        let raw = wake.as_raw_fd();
         Ok(PollDriver {
-            // A duplicate, so that the driver's pollfd list borrows an fd it owns.
-            wake: wake_fd.try_clone_to_owned()?,
-            tokens: Vec::new(),
+            fds: vec![libc::pollfd {
+                fd: raw,
+                events: READ_EVENTS,
+                revents: 0,
+            }],
+            entries: vec![(Token::WAKE, raw)],
+            index: Vec::new(),
+            _wake: wake,
         })
+    }
+
+    /// The entry of the registered `fd`.
+    fn entry(&self, fd: BorrowedFd<'_>) -> Option<usize> {
+        let slot = *self.index.get(fd.as_raw_fd() as usize)?;
+        (slot != 0).then(|| slot as usize - 1)
+    }
+
+    /// Turns `bits` of the entry of `fd` on or off.
+    fn set(&mut self, fd: BorrowedFd<'_>, bits: i16, on: bool) {
+        let Some(i) = self.entry(fd) else {
+            return;
+        };
+        let pfd = &mut self.fds[i];
+        if on {
+            pfd.events |= bits;
+        } else {
+            pfd.events &= !bits;
+        }
+        pfd.fd = if pfd.events == 0 {
+            SKIPPED
+        } else {
+            self.entries[i].1
+        };
+    }
+}
+
+fn bits(interest: Interest) -> i16 {
+    match interest {
+        Interest::Read => READ_EVENTS,
+        Interest::Write => WRITE_EVENTS,
     }
 }
 
 impl Driver for PollDriver {
-    fn register(&mut self, _fd: BorrowedFd<'_>, _token: Token) -> io::Result<()> {
+    fn register(&mut self, fd: BorrowedFd<'_>, token: Token) -> io::Result<()> {
+        let raw = fd.as_raw_fd();
+        let number = raw as usize;
+        if self.index.len() <= number {
+            self.index.resize(number + 1, 0);
+        }
+        if self.index[number] != 0 {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        self.fds.push(libc::pollfd {
+            fd: SKIPPED,
+            events: 0,
+            revents: 0,
+        });
+        self.entries.push((token, raw));
+        self.index[number] = self.fds.len() as u32;
         Ok(())
     }
 
-    fn deregister(&mut self, _fd: BorrowedFd<'_>) -> io::Result<()> {
+    fn watch(&mut self, fd: BorrowedFd<'_>, _token: Token, interest: Interest) {
+        self.set(fd, bits(interest), true);
+    }
+
+    fn unwatch(&mut self, fd: BorrowedFd<'_>, interest: Interest) {
+        self.set(fd, bits(interest), false);
+    }
+
+    fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let Some(i) = self.entry(fd) else {
+            return Ok(());
+        };
+        self.index[fd.as_raw_fd() as usize] = 0;
+        self.fds.swap_remove(i);
+        self.entries.swap_remove(i);
+        if let Some(&(_, moved)) = self.entries.get(i) {
+            self.index[moved as usize] = i as u32 + 1;
+        }
         Ok(())
     }
 
-    fn wait(
-        &mut self,
-        sources: &SourceTable,
-        timeout: Option<Duration>,
-        events: &mut Vec<Event>,
-    ) -> io::Result<()> {
-        self.tokens.clear();
-        let mut fds = Vec::with_capacity(sources.len() + 1);
-        fds.push(PollFd::new(&self.wake, PollFlags::IN));
-        self.tokens.push(Token::WAKE);
-        for (fd, token, read, write) in sources.interests() {
-            let mut flags = PollFlags::empty();
-            if read {
-                flags |= PollFlags::IN;
-            }
-            if write {
-                flags |= PollFlags::OUT;
-            }
-            fds.push(PollFd::from_borrowed_fd(fd, flags));
-            self.tokens.push(token);
+    fn wait(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()> {
+        let ts = super::timespec(timeout).map(|t| libc::timespec {
+            tv_sec: t.tv_sec as libc::time_t,
+            tv_nsec: t.tv_nsec as _,
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd structs that the kernel may write the
+        // `revents` of, and `ts_ptr` is null or points at `ts`, alive for the call; no signal mask.
+        let n = unsafe {
+            libc::ppoll(
+                self.fds.as_mut_ptr(),
+                self.fds.len() as libc::nfds_t,
+                ts_ptr,
+                std::ptr::null(),
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.kind() {
+                io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(err),
+            };
         }
-        let ts = timespec(timeout);
-        match rustix::event::poll(&mut fds, ts.as_ref()) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-        for (pfd, &token) in fds.iter().zip(&self.tokens) {
-            let r = pfd.revents();
-            if r.is_empty() {
-                continue;
+        let mut left = n as usize;
+        for (pfd, &(token, _)) in self.fds.iter_mut().zip(&self.entries) {
+            if left == 0 {
+                break;
             }
-            events.push(event(token, u32::from(r.bits())));
+            if pfd.revents != 0 {
+                left -= 1;
+                events.push(event(token, u32::from(pfd.revents as u16)));
+                pfd.revents = 0;
+            }
         }
         Ok(())
     }

@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, types};
 
-use super::{Driver, Event, Token, event};
-use crate::service::source::SourceTable;
+use super::{Driver, Event, Interest, Token, event};
 
 /// Entries in the submission queue (the completion queue is twice as large).
 const RING_ENTRIES: u32 = 4096;
@@ -101,14 +100,14 @@ impl UringDriver {
             cancel_answers: Vec::new(),
         };
         driver.register(wake_fd, Token::WAKE)?;
-        driver.watch(wake_fd.as_raw_fd());
+        driver.arm_poll(wake_fd.as_raw_fd());
         Ok(driver)
     }
 
     /// Arms `fd`'s multishot poll request if it is not armed yet: something waits for readiness on
     /// it. The request reports the fd's state at once if it is ready already, so nothing that
     /// happened before is missed.
-    pub(crate) fn watch(&mut self, raw: RawFd) {
+    fn arm_poll(&mut self, raw: RawFd) {
         let Some(reg) = self.registered.get_mut(&raw) else {
             return;
         };
@@ -273,12 +272,12 @@ impl Driver for UringDriver {
         )))
     }
 
-    fn wait(
-        &mut self,
-        _sources: &SourceTable,
-        timeout: Option<Duration>,
-        events: &mut Vec<Event>,
-    ) -> io::Result<()> {
+    /// Both directions are reported by the fd's one poll request.
+    fn watch(&mut self, fd: BorrowedFd<'_>, _token: Token, _interest: Interest) {
+        self.arm_poll(fd.as_raw_fd());
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()> {
         // Events stashed, and completions reaped, while a close waited for the kernel are ready now:
         // do not block.
         let timeout = if self.stash.is_empty() && self.completions.is_empty() {

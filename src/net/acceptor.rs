@@ -15,11 +15,12 @@ use std::os::fd::{OwnedFd, RawFd};
 use socket2::Type;
 
 use crate::LocalHandle;
-use crate::net::endpoint::{Endpoint, Family};
+use crate::endpoint::{Endpoint, Family};
+use crate::net::accept::Accept;
 use crate::net::hooks::SocketHooks;
 use crate::net::options::socket_options;
 use crate::net::socket::{SocketCore, UnixFile};
-use crate::op::{Accept, Op};
+use crate::op::Op;
 
 /// The default listen backlog of [`Acceptor::bind`].
 pub const DEFAULT_BACKLOG: i32 = 1024;
@@ -141,7 +142,7 @@ impl Acceptor {
     /// process took it) waits again; `EMFILE`/`ENFILE` are reported (see [`crate::op::Accept`]).
     pub fn accept(&self) -> Op<Accept> {
         let hooks = self.accepted_hooks.borrow().clone();
-        Op::new(self.core.svc(), self.core.token(), Accept::new(hooks))
+        self.core.op(Accept::new(self.core.svc(), hooks))
     }
 
     /// The bound endpoint (with the real port when bound to port 0).

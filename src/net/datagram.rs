@@ -17,7 +17,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::LocalHandle;
 use crate::buf::{IoBuf, IoBufMut};
-use crate::net::endpoint::{Endpoint, Family};
+use crate::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
 use crate::net::options::{self, socket_options};
 use crate::net::socket::{SocketCore, UnixFile};
@@ -136,34 +136,27 @@ impl DatagramSocket {
     /// completes with the number of bytes sent, always the whole buffer. A datagram too large for
     /// the socket is an `InvalidInput` error (`EMSGSIZE`).
     pub fn send_to<B: IoBuf>(&self, buf: B, endpoint: &Endpoint) -> Op<SendDatagram<B>> {
-        let svc = self.core.svc();
         let prepared = endpoint.to_sock_addr().and_then(|addr| {
             self.core.ensure_open(endpoint, Type::DGRAM)?;
             Ok(addr)
         });
         match prepared {
-            Ok(addr) => Op::new(
-                svc,
-                self.core.token(),
-                SendDatagram::new(buf, Some((addr, endpoint.clone()))),
-            ),
-            Err(e) => Op::failed(svc, SendDatagram::new(buf, None), e),
+            Ok(addr) => self
+                .core
+                .op(SendDatagram::new(buf, Some((addr, endpoint.clone())))),
+            Err(e) => self.core.failed_op(SendDatagram::new(buf, None), e),
         }
     }
 
     /// Sends one datagram to the connected peer (see [`connect`](DatagramSocket::connect)).
     pub fn send<B: IoBuf>(&self, buf: B) -> Op<SendDatagram<B>> {
-        Op::new(
-            self.core.svc(),
-            self.core.token(),
-            SendDatagram::new(buf, None),
-        )
+        self.core.op(SendDatagram::new(buf, None))
     }
 
     /// Receives one datagram into the buffer (up to its capacity), with its sender and whether it
     /// was truncated ([`RecvMeta`](crate::op::RecvMeta)).
     pub fn recv_from<B: IoBufMut>(&self, buf: B) -> Op<RecvDatagram<B>> {
-        Op::new(self.core.svc(), self.core.token(), RecvDatagram::new(buf))
+        self.core.op(RecvDatagram::new(buf))
     }
 
     /// Receives one datagram from the connected peer: the same as

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use crate::LocalHandle;
 use crate::driver::Token;
 use crate::op::{Interest, Op, Ready};
-use crate::service::source::FdSlot;
+use crate::reactor::FdSlot;
 
 /// A watched fd. Waits complete when the fd is ready; the I/O is the caller's.
 ///
@@ -36,7 +36,7 @@ impl IoDevice {
     /// # Errors
     /// `Unsupported` for fds the backend cannot watch (regular files); what registering reports.
     pub fn new(svc: &LocalHandle, fd: impl Into<OwnedFd>) -> io::Result<IoDevice> {
-        let token = svc.add_source(FdSlot::Owned(fd.into()))?;
+        let token = svc.reactor().add_source(FdSlot::Owned(fd.into()))?;
         Ok(IoDevice {
             svc: svc.clone(),
             token: std::cell::Cell::new(token),
@@ -53,7 +53,7 @@ impl IoDevice {
     /// # Errors
     /// As for [`IoDevice::new`].
     pub unsafe fn attach(svc: &LocalHandle, fd: RawFd) -> io::Result<IoDevice> {
-        let token = svc.add_source(FdSlot::Attached(fd))?;
+        let token = svc.reactor().add_source(FdSlot::Attached(fd))?;
         Ok(IoDevice {
             svc: svc.clone(),
             token: std::cell::Cell::new(token),
@@ -62,12 +62,20 @@ impl IoDevice {
 
     /// Completes when the fd is readable (or has an error or hang-up to report).
     pub fn readable(&self) -> Op<Ready> {
-        Op::new(&self.svc, self.token.get(), Ready::new(Interest::Read))
+        Op::new(
+            self.svc.reactor(),
+            self.token.get(),
+            Ready::new(Interest::Read),
+        )
     }
 
     /// Completes when the fd is writable (or has an error or hang-up to report).
     pub fn writable(&self) -> Op<Ready> {
-        Op::new(&self.svc, self.token.get(), Ready::new(Interest::Write))
+        Op::new(
+            self.svc.reactor(),
+            self.token.get(),
+            Ready::new(Interest::Write),
+        )
     }
 
     /// Sets or clears `O_NONBLOCK` on the fd (booster's `set_non_blocking`). Note that the flag
@@ -76,7 +84,7 @@ impl IoDevice {
     /// # Errors
     /// `NotConnected` if closed; what `fcntl` reports.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.svc.with_fd(self.token.get(), |fd| {
+        self.svc.reactor().with_fd(self.token.get(), |fd| {
             let mut flags = rustix::fs::fcntl_getfl(fd)?;
             flags.set(rustix::fs::OFlags::NONBLOCK, nonblocking);
             Ok(rustix::fs::fcntl_setfl(fd, flags)?)
@@ -85,21 +93,26 @@ impl IoDevice {
 
     /// Completes pending waits with `ECANCELED`; the device keeps watching.
     pub fn cancel(&self) {
-        self.svc.cancel_source(self.token.get());
+        self.svc.reactor().cancel_source(self.token.get());
     }
 
     /// Stops watching; pending waits complete with `ECANCELED`; an owned fd is closed, an attached one
     /// left open.
     pub fn close(&self) {
-        drop(self.svc.remove_source(self.token.replace(Token::NONE)));
+        drop(
+            self.svc
+                .reactor()
+                .remove_source(self.token.replace(Token::NONE)),
+        );
     }
 
     /// Stops watching and hands an owned fd back, open; `None` for an attached fd (it was never ours)
     /// or a closed device.
     pub fn release(&self) -> Option<OwnedFd> {
         self.svc
+            .reactor()
             .remove_source(self.token.replace(Token::NONE))
-            .and_then(LocalHandle::owned_fd)
+            .and_then(FdSlot::into_owned)
     }
 
     /// Whether the device is watching an fd.
@@ -110,6 +123,7 @@ impl IoDevice {
     /// The raw fd, while watched (booster's `native()`).
     pub fn native(&self) -> Option<RawFd> {
         self.svc
+            .reactor()
             .with_fd(self.token.get(), |fd| Ok(fd.as_raw_fd()))
             .ok()
     }

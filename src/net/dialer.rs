@@ -6,14 +6,21 @@
 //! socket that failed (its `on_close` hook runs) before opening the next, and report every failure when
 //! none connects.
 
+use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use crate::LocalHandle;
-use crate::net::endpoint::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::net::hooks::SocketHooks;
 use crate::net::stream::StreamSocket;
-use crate::op::{Dial, DialAny, Op};
+use crate::op::{Connect, Cx, Interest, Op, Operation, sealed};
+use crate::reactor::registry::OwnedSource;
+use crate::reactor::remote::Remote;
+use crate::reactor::{Reactor, Token};
 
 /// Opens stream connections on a loop, each socket with the dialer's [`SocketHooks`].
 ///
@@ -206,4 +213,229 @@ async fn dial_in_order(
             list.join("; ")
         ),
     ))
+}
+
+impl StreamSocket {
+    /// Opens a socket and connects it to `endpoint` (TCP or Unix, by the endpoint's family). If the
+    /// connect fails, the socket is closed. [`Dialer`] does the same with [`SocketHooks`].
+    pub fn dial(svc: &LocalHandle, endpoint: &Endpoint) -> Op<Dial> {
+        StreamSocket::dial_with(svc, endpoint, SocketHooks::default())
+    }
+
+    pub(crate) fn dial_with(
+        svc: &LocalHandle,
+        endpoint: &Endpoint,
+        hooks: SocketHooks,
+    ) -> Op<Dial> {
+        let socket = StreamSocket::with_hooks(svc, hooks);
+        let prepared = endpoint.to_sock_addr().and_then(|addr| {
+            socket.open(endpoint.family())?;
+            Ok(addr)
+        });
+        let token = socket.core.token();
+        match prepared {
+            Ok(addr) => Op::new(
+                svc.reactor(),
+                token,
+                Dial::new(socket, Connect::new(endpoint.clone(), addr)),
+            ),
+            Err(e) => Op::failed(
+                svc.reactor(),
+                Dial::new(socket, Connect::unprepared(endpoint.clone())),
+                e,
+            ),
+        }
+    }
+
+    /// Tries each endpoint in order and completes with the first socket that connects; if none does,
+    /// with an error that lists every endpoint tried and why it failed (its kind is the last
+    /// failure's). Sockets that failed are closed before the next endpoint is tried.
+    ///
+    /// ```
+    /// use aio::{Acceptor, Endpoint, IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let acceptor = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
+    /// let closed: Endpoint = {
+    ///     let gone = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
+    ///     gone.local_endpoint()? // closed when `gone` drops
+    /// };
+    /// let socket = svc.block_on(StreamSocket::dial_any(&svc, vec![closed, acceptor.local_endpoint()?]))?;
+    /// assert_eq!(socket.peer_endpoint()?, acceptor.local_endpoint()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn dial_any(
+        svc: &LocalHandle,
+        endpoints: impl IntoIterator<Item = Endpoint>,
+    ) -> Op<DialAny> {
+        Dialer::new(svc).dial_any(endpoints)
+    }
+
+    /// Connects to `target`: `HOST:PORT` (a host name, resolved off the loop's thread, every address
+    /// tried in order as by [`dial_any`](StreamSocket::dial_any)), or anything [`Endpoint`] parses
+    /// (`IP:PORT`, `[IPv6]:PORT`, `unix:PATH`, `unix:@NAME`), dialled directly. So one configuration
+    /// string picks TCP or Unix at run time and one code path serves both.
+    ///
+    /// A host that does not resolve is a `NotFound` error naming it; a malformed target (no port) an
+    /// `InvalidInput` error quoting it.
+    ///
+    /// ```
+    /// use aio::{Acceptor, IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let acceptor = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
+    /// let port = acceptor.local_endpoint()?.port().unwrap();
+    /// let socket = svc.block_on(StreamSocket::dial_host(&svc, &format!("localhost:{port}")))?;
+    /// assert_eq!(socket.peer_endpoint()?.port(), Some(port));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn dial_host(svc: &LocalHandle, target: &str) -> Op<DialAny> {
+        Dialer::new(svc).dial_host(target)
+    }
+}
+
+/// Opens a socket for an endpoint's family and connects it. Made by
+/// [`StreamSocket::dial`](crate::StreamSocket::dial).
+#[derive(Debug)]
+pub struct Dial {
+    socket: StreamSocket,
+    connect: Connect,
+}
+
+impl Dial {
+    pub(crate) fn new(socket: StreamSocket, connect: Connect) -> Dial {
+        Dial { socket, connect }
+    }
+}
+
+impl sealed::Sealed for Dial {}
+
+impl Operation for Dial {
+    type Output = io::Result<StreamSocket>;
+    type Value = ();
+
+    fn interest(&self) -> Interest {
+        Interest::Write
+    }
+
+    fn needs_ready(&self) -> bool {
+        self.connect.needs_ready()
+    }
+
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<()>> {
+        self.connect.attempt(cx)
+    }
+
+    fn finish(self, res: io::Result<()>) -> Self::Output {
+        res.map(|()| self.socket)
+    }
+}
+
+type DialFuture = Pin<Box<dyn Future<Output = io::Result<StreamSocket>>>>;
+
+/// Connects to the first endpoint that accepts. Made by
+/// [`StreamSocket::dial_any`](crate::StreamSocket::dial_any),
+/// [`StreamSocket::dial_host`](crate::StreamSocket::dial_host) and the [`Dialer`](crate::Dialer).
+pub struct DialAny {
+    future: DialFuture,
+    waker: Waker,
+    /// The virtual source the future's waker fires: removed when the operation ends or is dropped.
+    _source: Option<OwnedSource>,
+    started: bool,
+}
+
+impl DialAny {
+    /// An operation that drives `future` on a virtual source of `svc`.
+    pub(crate) fn start(
+        svc: &LocalHandle,
+        future: impl Future<Output = io::Result<StreamSocket>> + 'static,
+    ) -> Op<DialAny> {
+        let reactor = svc.reactor();
+        match OwnedSource::new_virtual(reactor) {
+            Ok(source) => {
+                let token = source.token();
+                let waker = Waker::from(Arc::new(FireWaker {
+                    remote: reactor.remote().clone(),
+                    token,
+                }));
+                let op = DialAny {
+                    future: Box::pin(future),
+                    waker,
+                    _source: Some(source),
+                    started: false,
+                };
+                Op::new(reactor, token, op)
+            }
+            Err(e) => DialAny::failed(svc, e),
+        }
+    }
+
+    /// An operation that completes with `err` (a bad target, a loop that is gone).
+    pub(crate) fn failed(svc: &LocalHandle, err: io::Error) -> Op<DialAny> {
+        let op = DialAny {
+            future: Box::pin(std::future::pending()),
+            waker: Waker::noop().clone(),
+            _source: None,
+            started: false,
+        };
+        Op::failed(svc.reactor(), op, err)
+    }
+}
+
+impl std::fmt::Debug for DialAny {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DialAny")
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+impl sealed::Sealed for DialAny {}
+
+impl Operation for DialAny {
+    type Output = io::Result<StreamSocket>;
+    type Value = StreamSocket;
+
+    fn interest(&self) -> Interest {
+        Interest::Read
+    }
+
+    fn needs_ready(&self) -> bool {
+        // The first poll starts the work; later ones wait until the future's waker fired the source.
+        self.started
+    }
+
+    fn attempt(&mut self, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
+        self.started = true;
+        let waker = self.waker.clone();
+        match self.future.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        res
+    }
+}
+
+/// Wakes the operation by firing its virtual source on the loop (from any thread: the blocking
+/// resolver wakes it from a pool thread).
+struct FireWaker {
+    remote: Arc<Remote>,
+    token: Token,
+}
+
+impl Wake for FireWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let token = self.token;
+        // A loop that is gone has dropped the operation already. Firing is the loop's bookkeeping,
+        // not a handler of its own (false): the operation's handler runs as a job after it.
+        let _ = self.remote.post(Box::new(move |reactor: &Reactor| {
+            reactor.fire(token);
+            false
+        }));
+    }
 }

@@ -10,12 +10,12 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 use socket2::SockRef;
 
-use crate::service::source::FdSlot;
+use crate::reactor::{FdSlot, HookedFd};
 
 type OpenHook = Rc<dyn Fn(SockRef<'_>) -> io::Result<()>>;
 type CloseHook = Rc<dyn Fn(SockRef<'_>)>;
@@ -106,10 +106,13 @@ impl SocketHooks {
     /// dropped, which runs `on_close`.
     pub(crate) fn prepare(&self, fd: OwnedFd) -> io::Result<FdSlot> {
         let slot = match &self.on_close {
-            Some(hook) => FdSlot::Hooked(Box::new(HookedFd {
-                fd: Some(fd),
-                on_close: Some(hook.clone()),
-            })),
+            Some(hook) => {
+                let hook = hook.clone();
+                FdSlot::Hooked(Box::new(HookedFd::new(
+                    fd,
+                    Box::new(move |fd| hook(SockRef::from(&fd))),
+                )))
+            }
             None => FdSlot::Owned(fd),
         };
         if let Some(hook) = &self.on_open {
@@ -143,38 +146,5 @@ impl fmt::Debug for SocketHooks {
             .field("on_open", &self.on_open.is_some())
             .field("on_close", &self.on_close.is_some())
             .finish()
-    }
-}
-
-/// An owned fd whose close hook runs when it is dropped, right before the fd closes; `into_fd` takes
-/// the fd out without running it. Stored in the source table (`FdSlot::Hooked`), so every path that
-/// drops a source — `remove_source`, the service's shutdown — runs the hook exactly once.
-pub(crate) struct HookedFd {
-    /// Always `Some` until `into_fd` or `drop`.
-    fd: Option<OwnedFd>,
-    on_close: Option<CloseHook>,
-}
-
-impl HookedFd {
-    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd
-            .as_ref()
-            .expect("a live HookedFd has its fd")
-            .as_fd()
-    }
-
-    /// Hands the fd out, open, without running the close hook (`release`).
-    pub(crate) fn into_fd(mut self) -> OwnedFd {
-        self.on_close = None;
-        self.fd.take().expect("a live HookedFd has its fd")
-    }
-}
-
-impl Drop for HookedFd {
-    fn drop(&mut self) {
-        if let (Some(fd), Some(hook)) = (self.fd.as_ref(), self.on_close.take()) {
-            hook(SockRef::from(fd));
-        }
-        // `self.fd` closes after this, when the field drops.
     }
 }

@@ -1,11 +1,11 @@
-//! I/O objects bound to a loop: endpoints, stream and datagram sockets, acceptors, dialers, socket
-//! hooks and devices.
+//! I/O objects bound to a loop: stream and datagram sockets, acceptors, dialers, socket hooks and
+//! devices.
 
+pub(crate) mod accept;
 pub(crate) mod acceptor;
 pub(crate) mod datagram;
 pub(crate) mod device;
 pub(crate) mod dialer;
-pub(crate) mod endpoint;
 pub(crate) mod hooks;
 pub(crate) mod options;
 pub(crate) mod socket;

@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use socket2::{SockRef, Socket, Type};
 
 use crate::LocalHandle;
-use crate::driver::Token;
-use crate::net::endpoint::{Endpoint, Family};
+use crate::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
-use crate::service::source::FdSlot;
+use crate::op::{Op, Operation};
+use crate::reactor::FdSlot;
+use crate::reactor::Token;
 
 pub(crate) struct SocketCore {
     svc: LocalHandle,
@@ -44,8 +45,19 @@ impl SocketCore {
         self.token.get()
     }
 
+    /// An operation on this socket.
+    #[inline(always)]
+    pub(crate) fn op<O: Operation>(&self, op: O) -> Op<O> {
+        Op::new(self.svc.reactor(), self.token(), op)
+    }
+
+    /// An operation that completes with `err` without trying (the socket could not be set up).
+    pub(crate) fn failed_op<O: Operation>(&self, op: O, err: io::Error) -> Op<O> {
+        Op::failed(self.svc.reactor(), op, err)
+    }
+
     pub(crate) fn is_open(&self) -> bool {
-        self.svc.with_fd(self.token(), |_| Ok(())).is_ok()
+        self.svc.reactor().with_fd(self.token(), |_| Ok(())).is_ok()
     }
 
     /// Creates a non-blocking, close-on-exec socket of `family` and `ty`, runs the `on_open` hook and
@@ -69,6 +81,7 @@ impl SocketCore {
     /// or not (Unix: a read stops at a message carrying fds).
     pub(crate) fn set_family(&self, family: Family) {
         self.svc
+            .reactor()
             .set_short_read_drains(self.token(), family != Family::Unix);
     }
 
@@ -88,7 +101,7 @@ impl SocketCore {
 
     /// Registers a prepared slot (an fd with or without a close hook).
     pub(crate) fn register_slot(&self, slot: FdSlot) -> io::Result<()> {
-        let token = self.svc.add_source(slot)?;
+        let token = self.svc.reactor().add_source(slot)?;
         self.close();
         self.token.set(token);
         Ok(())
@@ -105,7 +118,9 @@ impl SocketCore {
         &self,
         f: impl FnOnce(SockRef<'_>) -> io::Result<R>,
     ) -> io::Result<R> {
-        self.svc.with_fd(self.token(), |fd| f(SockRef::from(&fd)))
+        self.svc
+            .reactor()
+            .with_fd(self.token(), |fd| f(SockRef::from(&fd)))
     }
 
     pub(crate) fn local_endpoint(&self) -> io::Result<Endpoint> {
@@ -118,26 +133,30 @@ impl SocketCore {
 
     /// The raw fd, while open.
     pub(crate) fn native(&self) -> Option<RawFd> {
-        self.svc.with_fd(self.token(), |fd| Ok(fd.as_raw_fd())).ok()
+        self.svc
+            .reactor()
+            .with_fd(self.token(), |fd| Ok(fd.as_raw_fd()))
+            .ok()
     }
 
     /// Completes pending operations with `ECANCELED`; the socket stays open.
     pub(crate) fn cancel(&self) {
-        self.svc.cancel_source(self.token());
+        self.svc.reactor().cancel_source(self.token());
     }
 
     /// Cancels pending operations and closes the fd. Closing twice does nothing.
     pub(crate) fn close(&self) {
         let token = self.token.replace(Token::NONE);
-        drop(self.svc.remove_source(token));
+        drop(self.svc.reactor().remove_source(token));
     }
 
     /// Cancels pending operations and hands the fd back without closing it.
     pub(crate) fn release(&self) -> io::Result<OwnedFd> {
         let token = self.token.replace(Token::NONE);
         self.svc
+            .reactor()
             .remove_source(token)
-            .and_then(LocalHandle::owned_fd)
+            .and_then(FdSlot::into_owned)
             .ok_or_else(crate::error::closed)
     }
 }

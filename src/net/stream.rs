@@ -15,8 +15,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::LocalHandle;
 use crate::buf::{IoBuf, IoBufMut};
-use crate::net::dialer::Dialer;
-use crate::net::endpoint::{Endpoint, Family};
+use crate::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
 use crate::net::options::socket_options;
 use crate::net::socket::SocketCore;
@@ -24,8 +23,8 @@ use crate::op::nonblocking;
 use crate::op::read_each::ReadEach;
 use crate::op::write::send;
 use crate::op::{
-    Connect, Dial, DialAny, Interest, Op, ReadExact, ReadSome, ReadStream, ReadVectored, RecvFds,
-    SendFds, WriteAll, WriteSome, WriteVectored,
+    Connect, Interest, Op, ReadExact, ReadSome, ReadStream, ReadVectored, RecvFds, SendFds,
+    WriteAll, WriteSome, WriteVectored,
 };
 
 /// A stream socket (TCP or Unix) bound to a loop.
@@ -55,7 +54,7 @@ use crate::op::{
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct StreamSocket {
-    core: SocketCore,
+    pub(crate) core: SocketCore,
 }
 
 impl StreamSocket {
@@ -74,81 +73,6 @@ impl StreamSocket {
         StreamSocket {
             core: SocketCore::with_hooks(svc, hooks),
         }
-    }
-
-    /// Opens a socket and connects it to `endpoint` (TCP or Unix, by the endpoint's family). If the
-    /// connect fails, the socket is closed. [`Dialer`] does the same with [`SocketHooks`].
-    pub fn dial(svc: &LocalHandle, endpoint: &Endpoint) -> Op<Dial> {
-        StreamSocket::dial_with(svc, endpoint, SocketHooks::default())
-    }
-
-    pub(crate) fn dial_with(
-        svc: &LocalHandle,
-        endpoint: &Endpoint,
-        hooks: SocketHooks,
-    ) -> Op<Dial> {
-        let socket = StreamSocket::with_hooks(svc, hooks);
-        let prepared = endpoint.to_sock_addr().and_then(|addr| {
-            socket.open(endpoint.family())?;
-            Ok(addr)
-        });
-        let token = socket.core.token();
-        match prepared {
-            Ok(addr) => Op::new(
-                svc,
-                token,
-                Dial::new(socket, Connect::new(endpoint.clone(), addr)),
-            ),
-            Err(e) => Op::failed(
-                svc,
-                Dial::new(socket, Connect::unprepared(endpoint.clone())),
-                e,
-            ),
-        }
-    }
-
-    /// Tries each endpoint in order and completes with the first socket that connects; if none does,
-    /// with an error that lists every endpoint tried and why it failed (its kind is the last
-    /// failure's). Sockets that failed are closed before the next endpoint is tried.
-    ///
-    /// ```
-    /// use aio::{Acceptor, Endpoint, IoService, StreamSocket};
-    /// let svc = IoService::new()?;
-    /// let acceptor = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
-    /// let closed: Endpoint = {
-    ///     let gone = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
-    ///     gone.local_endpoint()? // closed when `gone` drops
-    /// };
-    /// let socket = svc.block_on(StreamSocket::dial_any(&svc, vec![closed, acceptor.local_endpoint()?]))?;
-    /// assert_eq!(socket.peer_endpoint()?, acceptor.local_endpoint()?);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn dial_any(
-        svc: &LocalHandle,
-        endpoints: impl IntoIterator<Item = Endpoint>,
-    ) -> Op<DialAny> {
-        Dialer::new(svc).dial_any(endpoints)
-    }
-
-    /// Connects to `target`: `HOST:PORT` (a host name, resolved off the loop's thread, every address
-    /// tried in order as by [`dial_any`](StreamSocket::dial_any)), or anything [`Endpoint`] parses
-    /// (`IP:PORT`, `[IPv6]:PORT`, `unix:PATH`, `unix:@NAME`), dialled directly. So one configuration
-    /// string picks TCP or Unix at run time and one code path serves both.
-    ///
-    /// A host that does not resolve is a `NotFound` error naming it; a malformed target (no port) an
-    /// `InvalidInput` error quoting it.
-    ///
-    /// ```
-    /// use aio::{Acceptor, IoService, StreamSocket};
-    /// let svc = IoService::new()?;
-    /// let acceptor = Acceptor::bind(&svc, &"127.0.0.1:0".parse()?)?;
-    /// let port = acceptor.local_endpoint()?.port().unwrap();
-    /// let socket = svc.block_on(StreamSocket::dial_host(&svc, &format!("localhost:{port}")))?;
-    /// assert_eq!(socket.peer_endpoint()?.port(), Some(port));
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn dial_host(svc: &LocalHandle, target: &str) -> Op<DialAny> {
-        Dialer::new(svc).dial_host(target)
     }
 
     /// A connected pair of Unix stream sockets (booster's `socket_pair`).
@@ -214,41 +138,42 @@ impl StreamSocket {
     /// Connects to `endpoint`, opening the socket for its family first if needed (booster's
     /// `async_connect`). Completes with `Ok(())` once connected.
     pub fn connect(&self, endpoint: &Endpoint) -> Op<Connect> {
-        let svc = self.core.svc();
         let prepared = endpoint.to_sock_addr().and_then(|addr| {
             self.core.ensure_open(endpoint, Type::STREAM)?;
             Ok(addr)
         });
         match prepared {
-            Ok(addr) => Op::new(svc, self.core.token(), Connect::new(endpoint.clone(), addr)),
-            Err(e) => Op::failed(svc, Connect::unprepared(endpoint.clone()), e),
+            Ok(addr) => self.core.op(Connect::new(endpoint.clone(), addr)),
+            Err(e) => self
+                .core
+                .failed_op(Connect::unprepared(endpoint.clone()), e),
         }
     }
 
     /// Reads what is available, up to the buffer's capacity (`Ok(0)`: end of stream).
     pub fn read_some<B: IoBufMut>(&self, buf: B) -> Op<ReadSome<B>> {
-        Op::new(self.core.svc(), self.core.token(), ReadSome::new(buf))
+        self.core.op(ReadSome::new(buf))
     }
 
     /// Fills the whole buffer (its capacity; use [`IoBuf::slice`] for less); an end of stream first
     /// is `UnexpectedEof`.
     pub fn read_exact<B: IoBufMut>(&self, buf: B) -> Op<ReadExact<B>> {
-        Op::new(self.core.svc(), self.core.token(), ReadExact::new(buf))
+        self.core.op(ReadExact::new(buf))
     }
 
     /// Reads into several buffers in order (scatter).
     pub fn read_vectored<B: IoBufMut>(&self, bufs: Vec<B>) -> Op<ReadVectored<B>> {
-        Op::new(self.core.svc(), self.core.token(), ReadVectored::new(bufs))
+        self.core.op(ReadVectored::new(bufs))
     }
 
     /// Writes what the socket takes now (at least one byte of a non-empty buffer).
     pub fn write_some<B: IoBuf>(&self, buf: B) -> Op<WriteSome<B>> {
-        Op::new(self.core.svc(), self.core.token(), WriteSome::new(buf))
+        self.core.op(WriteSome::new(buf))
     }
 
     /// Writes every initialised byte of the buffer (booster's `async_write`).
     pub fn write_all<B: IoBuf>(&self, buf: B) -> Op<WriteAll<B>> {
-        Op::new(self.core.svc(), self.core.token(), WriteAll::new(buf))
+        self.core.op(WriteAll::new(buf))
     }
 
     /// Reads chunk after chunk into `buf`, handing each to `handler`, until the handler returns
@@ -294,7 +219,7 @@ impl StreamSocket {
         B: IoBufMut,
         F: FnMut(io::Result<&[u8]>) -> ControlFlow<()> + 'static,
     {
-        ReadEach::start(self.core.svc(), self.core.token(), buf, handler);
+        ReadEach::start(self.core.svc().reactor(), self.core.token(), buf, handler);
     }
 
     /// Reads chunk after chunk into `buf`, for a task to await one at a time with
@@ -336,7 +261,7 @@ impl StreamSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn read_stream<B: IoBufMut>(&self, buf: B) -> ReadStream<B> {
-        ReadStream::start(self.core.svc(), self.core.token(), buf)
+        ReadStream::start(self.core.svc().reactor(), self.core.token(), buf)
     }
 
     /// Reads what is there now into `buf`, without waiting: the count (`0`: end of stream), or
@@ -349,6 +274,7 @@ impl StreamSocket {
         let len = buf.len();
         self.core
             .svc()
+            .reactor()
             .try_now(self.core.token(), Interest::Read, len, |fd| {
                 nonblocking(|| rustix::io::read(fd, &mut *buf))
             })
@@ -377,6 +303,7 @@ impl StreamSocket {
     pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
         self.core
             .svc()
+            .reactor()
             .try_now(self.core.token(), Interest::Write, data.len(), |fd| {
                 send(fd, data)
             })
@@ -384,7 +311,7 @@ impl StreamSocket {
 
     /// Writes several buffers in order (gather), as much as the socket takes now.
     pub fn write_vectored<B: IoBuf>(&self, bufs: Vec<B>) -> Op<WriteVectored<B>> {
-        Op::new(self.core.svc(), self.core.token(), WriteVectored::new(bufs))
+        self.core.op(WriteVectored::new(bufs))
     }
 
     /// Writes every byte of `buf` and passes `fds` along with them (`SCM_RIGHTS`; Unix sockets only):
@@ -417,7 +344,7 @@ impl StreamSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn send_fds<B: IoBuf>(&self, buf: B, fds: Vec<OwnedFd>) -> Op<SendFds<B>> {
-        Op::new(self.core.svc(), self.core.token(), SendFds::new(buf, fds))
+        self.core.op(SendFds::new(buf, fds))
     }
 
     /// Reads what is available, up to the buffer's capacity, like
@@ -425,11 +352,7 @@ impl StreamSocket {
     /// with those bytes ([`send_fds`](StreamSocket::send_fds)); they are close-on-exec. See
     /// [`ReceivedFds`](crate::op::ReceivedFds) for the result (`len == 0` is the end of stream).
     pub fn recv_fds<B: IoBufMut>(&self, buf: B, max_fds: usize) -> Op<RecvFds<B>> {
-        Op::new(
-            self.core.svc(),
-            self.core.token(),
-            RecvFds::new(buf, max_fds),
-        )
+        self.core.op(RecvFds::new(buf, max_fds))
     }
 
     /// Shuts down reading, writing or both; the socket stays open.
@@ -485,7 +408,7 @@ impl StreamSocket {
     /// # Errors
     /// `NotConnected` if closed, or what the ioctl reports.
     pub fn bytes_readable(&self) -> io::Result<usize> {
-        self.core.svc().with_fd(self.core.token(), |fd| {
+        self.core.svc().reactor().with_fd(self.core.token(), |fd| {
             Ok(rustix::io::ioctl_fionread(fd)? as usize)
         })
     }

@@ -5,8 +5,7 @@ use std::io;
 use std::task::Poll;
 
 use super::{Cx, Interest, Operation, sealed};
-use crate::net::endpoint::Endpoint;
-use crate::net::stream::StreamSocket;
+use crate::endpoint::Endpoint;
 
 /// Connects an open socket to an endpoint. Made by
 /// [`StreamSocket::connect`](crate::StreamSocket::connect).
@@ -96,42 +95,5 @@ impl Operation for Connect {
 
     fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
         res
-    }
-}
-
-/// Opens a socket for an endpoint's family and connects it. Made by
-/// [`StreamSocket::dial`](crate::StreamSocket::dial).
-#[derive(Debug)]
-pub struct Dial {
-    socket: StreamSocket,
-    connect: Connect,
-}
-
-impl Dial {
-    pub(crate) fn new(socket: StreamSocket, connect: Connect) -> Dial {
-        Dial { socket, connect }
-    }
-}
-
-impl sealed::Sealed for Dial {}
-
-impl Operation for Dial {
-    type Output = io::Result<StreamSocket>;
-    type Value = ();
-
-    fn interest(&self) -> Interest {
-        Interest::Write
-    }
-
-    fn needs_ready(&self) -> bool {
-        self.connect.needs_ready()
-    }
-
-    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<()>> {
-        self.connect.attempt(cx)
-    }
-
-    fn finish(self, res: io::Result<()>) -> Self::Output {
-        res.map(|()| self.socket)
     }
 }

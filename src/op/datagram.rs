@@ -24,7 +24,7 @@ use socket2::{MaybeUninitSlice, SockAddr, SockRef};
 use super::{Cx, Interest, Operation, sealed};
 use crate::Backend;
 use crate::buf::{IoBuf, IoBufMut};
-use crate::net::endpoint::Endpoint;
+use crate::endpoint::Endpoint;
 
 /// How long a `send_to` that found a Unix receiver's queue full waits before trying again, on the
 /// poll backend (see the module docs).
@@ -103,7 +103,7 @@ impl<B: IoBuf> Operation for SendDatagram<B> {
                     Some(libc::EINTR) => continue,
                     Some(libc::EAGAIN) => {
                         if self.to.as_ref().is_some_and(|to| to.1.is_unix())
-                            && cx.svc().backend() == Backend::Poll
+                            && cx.reactor().backend() == Backend::Poll
                         {
                             // poll(2) says writable all along: wait a little instead of spinning.
                             cx.retry_after(UNIX_QUEUE_FULL_RETRY);

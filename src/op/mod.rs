@@ -16,64 +16,47 @@
 //! On a readiness backend an operation first tries its syscall (unless the last one on that direction
 //! said `EAGAIN` and no event has come since), and waits only when the kernel says `EAGAIN`.
 
-mod accept;
 mod callback;
+pub(crate) mod completion;
 mod connect;
 mod datagram;
-mod dial_any;
 mod fd_passing;
+mod front;
 mod read;
 pub(crate) mod read_each;
 mod read_stream;
 mod ready;
 pub(crate) mod ring;
-mod source_access;
+pub(crate) mod timer;
 pub(crate) mod write;
 
-pub use accept::Accept;
-pub use connect::{Connect, Dial};
+pub use completion::{Completer, Completion};
+pub use connect::Connect;
 pub use datagram::{RecvDatagram, RecvMeta, SendDatagram};
-pub use dial_any::DialAny;
 pub use fd_passing::{MAX_FDS_PER_MESSAGE, ReceivedFds, RecvFds, SendFds};
+pub use front::Op;
 pub use read::{ReadExact, ReadSome, ReadVectored};
 pub use read_stream::{Chunk, NextChunk, ReadStream};
 pub use ready::Ready;
+pub use timer::{Sleep, TimerWait};
 pub use write::{WriteAll, WriteSome, WriteVectored};
 
-use callback::CallbackOp;
-pub(crate) use callback::ReadyOp;
-pub(crate) use read_each::PersistentOp;
-use source_access::Look;
-
-use std::future::Future;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
-use crate::LocalHandle;
-use crate::driver::Token;
+pub use crate::driver::Interest;
 pub use crate::driver::uring::RingEntry;
-use crate::service::Job;
-use crate::service::source::Waiter;
-
-/// A direction of readiness an operation waits for.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Interest {
-    Read = 0,
-    Write = 1,
-}
+use crate::reactor::source::{Attempt, Source};
+use crate::reactor::{Reactor, Token};
 
 /// What an operation's try may use and report.
 #[doc(hidden)]
 pub struct Cx<'a> {
     fd: Option<BorrowedFd<'a>>,
     /// `None` for a try made under the source table's borrow (see [`Operation::TRY_USES_LOOP`]).
-    svc: Option<&'a LocalHandle>,
-    token: Token,
+    reactor: Option<&'a Reactor>,
     drained: bool,
     retry_after: Option<Duration>,
 }
@@ -86,10 +69,10 @@ impl<'a> Cx<'a> {
         self.fd
             .expect("an fd operation on a source without an fd (a timer or completion)")
     }
-    /// The loop, for a try that registers sources or timers: only operations whose
+    /// The loop, for a try that looks at it: only operations whose
     /// [`TRY_USES_LOOP`](Operation::TRY_USES_LOOP) is true may call this.
-    pub(crate) fn svc(&self) -> &'a LocalHandle {
-        self.svc
+    pub(crate) fn reactor(&self) -> &'a Reactor {
+        self.reactor
             .expect("an operation that uses the loop in its try declares TRY_USES_LOOP")
     }
     /// The syscall showed the direction is now empty (a short read): the next operation waits for an
@@ -121,9 +104,78 @@ impl<'a> Cx<'a> {
     }
     /// Do not try again before `delay` has passed, even if no event comes (back-off after `EMFILE`).
     pub(crate) fn retry_after(&mut self, delay: Duration) {
-        self.drained = true;
         self.retry_after = Some(delay);
     }
+
+    /// What the try said, for the source's readiness.
+    #[inline(always)]
+    fn attempt(&self, would_block: bool) -> Attempt {
+        Attempt {
+            would_block,
+            drained: self.drained,
+            backing_off: self.retry_after.is_some(),
+        }
+    }
+}
+
+/// One try of `op` on `source`'s fd, under the borrow of the table that found it (an operation
+/// whose try does not use the loop: [`Operation::TRY_USES_LOOP`] false); then the source takes in
+/// what the syscall said.
+#[inline(always)]
+pub(crate) fn attempt_under_borrow<O: Operation>(
+    source: &mut Source,
+    op: &mut O,
+) -> Poll<io::Result<O::Value>> {
+    debug_assert!(!O::TRY_USES_LOOP);
+    let interest = op.interest();
+    let (step, attempt) = {
+        let mut cx = Cx {
+            fd: source.fd(),
+            reactor: None,
+            drained: false,
+            retry_after: None,
+        };
+        let step = op.attempt(&mut cx);
+        let attempt = cx.attempt(step.is_pending());
+        (step, attempt)
+    };
+    source.after_attempt(interest, attempt);
+    step
+}
+
+/// One try of `op` on `fd`, which the caller looked up in `token`'s live source without running
+/// anything since, outside the table's borrow so that the try may use the loop (an accept registers
+/// the new socket); then the source takes in what the syscall said, and a back-off it asked for
+/// starts.
+#[inline]
+pub(crate) fn attempt_with_loop<O: Operation>(
+    reactor: &Reactor,
+    token: Token,
+    fd: Option<RawFd>,
+    op: &mut O,
+) -> Poll<io::Result<O::Value>> {
+    let interest = op.interest();
+    // SAFETY: the caller found the source live with this fd, and a source's fd can only be closed
+    // by `remove_source`, which user code calls (close, drop, release) and an operation's try
+    // never does; so the fd stays open for the duration of the try.
+    let fd = fd.map(|raw| unsafe { BorrowedFd::borrow_raw(raw) });
+    let mut cx = Cx {
+        fd,
+        reactor: Some(reactor),
+        drained: false,
+        retry_after: None,
+    };
+    let step = op.attempt(&mut cx);
+    let attempt = cx.attempt(step.is_pending());
+    if attempt.would_block || attempt.drained || attempt.backing_off {
+        if let Some(source) = reactor.sources.borrow_mut().get_mut(token) {
+            source.after_attempt(interest, attempt);
+        }
+    }
+    if let Some(delay) = cx.retry_after {
+        reactor.wake_after(token, interest, delay);
+    }
+    step
 }
 
 pub(crate) mod sealed {
@@ -183,310 +235,6 @@ pub trait Operation: sealed::Sealed + Unpin + Sized + 'static {
         Poll::Ready(Err(io::Error::other(format!(
             "io_uring completion ({res}) for an operation that makes no ring requests"
         ))))
-    }
-}
-
-/// One asynchronous operation: finish it with [`then`](Op::then) or `.await`.
-///
-/// ```
-/// use aio::{IoService, StreamSocket};
-/// let svc = IoService::new()?;
-/// let (a, b) = StreamSocket::pair(&svc)?;
-/// // Callback style: the handler gets the result first, then the buffer back.
-/// a.write_all(b"ping".to_vec()).then(|(res, _buf)| res.expect("write"));
-/// // Future style: the same kind of value, awaited.
-/// let (res, buf) = svc.block_on(b.read_exact(vec![0u8; 4]));
-/// res?;
-/// assert_eq!(buf, b"ping");
-/// # Ok::<(), std::io::Error>(())
-/// ```
-#[must_use = "an Op does nothing until it is finished with .then(handler) or .await"]
-pub struct Op<O: Operation> {
-    svc: LocalHandle,
-    token: Token,
-    /// The operation while this future holds it: `None` once finished, and while the ring's cell
-    /// holds it. Tries work on it in place.
-    op: Option<O>,
-    state: State<O>,
-    background: bool,
-}
-
-enum State<O: Operation> {
-    /// Not started, or woken and about to try again.
-    Idle,
-    /// Made by an object that could not be set up: completes with this error without trying.
-    Failed(io::Error),
-    /// Its waker waits on the direction under `id`, registered under the source's cancel `epoch`.
-    Waiting { id: u64, epoch: u32 },
-    /// On the io_uring ring, under `key`; the cell holds the operation and then its output.
-    Ring {
-        cell: Rc<ring::TaskCell<O>>,
-        key: u32,
-    },
-}
-
-impl<O: Operation> Op<O> {
-    pub(crate) fn new(svc: &LocalHandle, token: Token, op: O) -> Op<O> {
-        Op {
-            svc: svc.clone(),
-            token,
-            op: Some(op),
-            state: State::Idle,
-            background: false,
-        }
-    }
-
-    /// An operation that completes with `err` without trying (its object could not be set up).
-    pub(crate) fn failed(svc: &LocalHandle, op: O, err: io::Error) -> Op<O> {
-        Op {
-            svc: svc.clone(),
-            token: Token::NONE,
-            op: Some(op),
-            state: State::Failed(err),
-            background: false,
-        }
-    }
-
-    /// Marks the operation as background: when finished with [`then`](Op::then), it does not keep
-    /// [`run_until_done`](crate::IoService::run_until_done) running (a signal wait, a housekeeping
-    /// timer). It still completes normally if the loop keeps running.
-    pub fn background(mut self) -> Self {
-        self.background = true;
-        self
-    }
-
-    /// Starts the operation; `handler` runs exactly once, on the loop, with the result, after this
-    /// call has returned. If the `IoService` is dropped first, the handler is dropped without running.
-    #[inline]
-    pub fn then<F>(mut self, handler: F)
-    where
-        F: FnOnce(O::Output) + 'static,
-    {
-        // The common case first, small enough to inline: a fresh operation starts as a callback.
-        if matches!(self.state, State::Idle) {
-            if let Some(op) = self.op.take() {
-                CallbackOp::start(&self.svc, self.token, op, handler, !self.background);
-                return;
-            }
-        }
-        self.then_otherwise(handler);
-    }
-
-    /// [`then`](Op::then) for an operation that was polled or failed before.
-    #[inline(never)]
-    fn then_otherwise<F>(mut self, handler: F)
-    where
-        F: FnOnce(O::Output) + 'static,
-    {
-        let state = std::mem::replace(&mut self.state, State::Idle);
-        let counted = !self.background;
-        let Some(op) = self.op.take() else {
-            if let State::Ring { cell, key } = state {
-                // A future already on the ring (polled, then turned into a callback): its handler
-                // runs when the kernel answers, from a task that awaits the same request.
-                let fut = Op {
-                    svc: self.svc.clone(),
-                    token: self.token,
-                    op: None,
-                    state: State::Ring { cell, key },
-                    background: self.background,
-                };
-                let run = async move { handler(fut.await) };
-                if counted {
-                    drop(self.svc.spawn(run));
-                } else {
-                    drop(self.svc.spawn_background(run));
-                }
-            }
-            return; // finished already: its output went to the poll that finished it
-        };
-        match state {
-            State::Waiting { id, .. } => self.svc.withdraw(self.token, op.interest(), id),
-            State::Failed(err) => {
-                if let Some(boxed) =
-                    CallbackOp::boxed(&self.svc, Token::NONE, op, handler, counted, Some(Err(err)))
-                {
-                    self.svc.push_job(Job::Op(boxed));
-                }
-                return;
-            }
-            // The ring's cell holds the operation while it is `Ring`: not this case.
-            State::Idle | State::Ring { .. } => {}
-        }
-        CallbackOp::start(&self.svc, self.token, op, handler, counted);
-    }
-
-    /// The operation, to finish it: only called while this future holds it.
-    fn take_op(&mut self) -> O {
-        self.op.take().expect("aio::Op polled after it completed")
-    }
-}
-
-impl<O: Operation> Future for Op<O> {
-    type Output = O::Output;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O::Output> {
-        let this = self.get_mut();
-        match std::mem::replace(&mut this.state, State::Idle) {
-            State::Idle => this.poll_try(None, cx),
-            State::Waiting { id, epoch } => this.poll_try(Some((id, epoch)), cx),
-            State::Failed(err) => Poll::Ready(this.take_op().finish(Err(err))),
-            State::Ring { cell, key } => match cell.poll_output(cx.waker()) {
-                Some(out) => Poll::Ready(out),
-                None => {
-                    this.state = State::Ring { cell, key };
-                    Poll::Pending
-                }
-            },
-        }
-    }
-}
-
-impl<O: Operation> Op<O> {
-    /// A poll that may try the operation: the first (`waiting` is `None`), or one after its waker
-    /// was queued (its id and cancel epoch).
-    #[inline(always)]
-    fn poll_try(&mut self, waiting: Option<(u64, u32)>, cx: &mut Context<'_>) -> Poll<O::Output> {
-        let Some(op) = self.op.as_mut() else {
-            panic!("aio::Op polled after it completed")
-        };
-        let interest = op.interest();
-        let on_ring = O::RING && self.svc.ring_mode();
-        if on_ring && waiting.is_none() {
-            return self.start_on_ring(cx);
-        }
-        // On the ring, an operation's turn is all it waits for: the kernel waits for readiness.
-        let needs_ready = op.needs_ready() && !on_ring;
-        // A read or write is tried inside the look, under one borrow of the table.
-        let try_here = (!O::TRY_USES_LOOP && !on_ring).then_some(&mut *op);
-        let fd = match self.svc.look(
-            self.token,
-            interest,
-            needs_ready,
-            waiting,
-            cx.waker(),
-            try_here,
-        ) {
-            Look::Try(fd) => fd,
-            Look::Done(res) => return Poll::Ready(self.take_op().finish(res)),
-            Look::Wait(id, epoch) => {
-                self.state = State::Waiting { id, epoch };
-                return Poll::Pending;
-            }
-            Look::Fail(err) => return Poll::Ready(self.take_op().finish(Err(err))),
-        };
-        if on_ring {
-            // Its turn on the ring came (it waited behind another request of its direction).
-            return self.start_on_ring(cx);
-        }
-        match self.svc.try_on(self.token, fd, op) {
-            Poll::Ready(res) => Poll::Ready(self.take_op().finish(res)),
-            Poll::Pending => self.wait_on(interest, fd, cx),
-        }
-    }
-
-    /// Queues this future's waker on its direction, behind the others (its try said `EAGAIN`, or
-    /// its turn on the ring is still to come), and has `fd` watched when it is given; finishes the
-    /// operation with a closed error if the source is gone.
-    fn wait_on(
-        &mut self,
-        interest: Interest,
-        fd: Option<RawFd>,
-        cx: &mut Context<'_>,
-    ) -> Poll<O::Output> {
-        let id = self.svc.next_waiter_id();
-        let waiter = Waiter::Task {
-            id,
-            wake: self.svc.task_wake(cx.waker()),
-        };
-        match self.svc.register(self.token, interest, waiter) {
-            Ok(epoch) => {
-                self.svc.watch_fd(self.token, fd, interest);
-                self.state = State::Waiting { id, epoch };
-                Poll::Pending
-            }
-            Err(_) => Poll::Ready(self.take_op().finish(Err(crate::error::closed()))),
-        }
-    }
-
-    /// Puts an awaited operation on the io_uring ring, or in line behind its direction's request.
-    fn start_on_ring(&mut self, cx: &mut Context<'_>) -> Poll<O::Output> {
-        let op = self.take_op();
-        let interest = op.interest();
-        let cell = ring::TaskCell::new(op);
-        let slot: Rc<dyn ring::TaskSlot> = cell.clone();
-        let (slot, closed) =
-            match self
-                .svc
-                .ring_start(self.token, interest, ring::RingOp::Task(slot))
-            {
-                ring::RingStart::Started(key) => {
-                    // Nothing can have finished yet: this only records the waker.
-                    let _ = cell.poll_output(cx.waker());
-                    self.state = State::Ring { cell, key };
-                    return Poll::Pending;
-                }
-                ring::RingStart::Busy(slot) => (slot, false),
-                ring::RingStart::Gone(slot) => (slot, true),
-            };
-        drop(slot);
-        let Some(op) = cell.take_op() else {
-            // Unreachable: only the ring takes the operation out, and it never got it.
-            return Poll::Pending;
-        };
-        if closed {
-            return Poll::Ready(op.finish(Err(self.svc.gone_error())));
-        }
-        // Its turn comes when the direction's request finishes: no readiness to watch.
-        self.op = Some(op);
-        self.wait_on(interest, None, cx)
-    }
-}
-
-impl<O: Operation> Drop for Op<O> {
-    #[inline]
-    fn drop(&mut self) {
-        // A finished or never-started operation (the common drop, right after its result came)
-        // has nothing to undo: the rest stays out of line.
-        if matches!(self.state, State::Waiting { .. } | State::Ring { .. }) {
-            self.abandon();
-        }
-    }
-}
-
-impl<O: Operation> Op<O> {
-    /// Takes an unfinished operation's waiter out of its line, or asks the kernel to cancel its
-    /// request on the ring (the operation stays in the loop's table until the kernel lets go).
-    #[cold]
-    #[inline(never)]
-    fn abandon(&mut self) {
-        match &self.state {
-            State::Waiting { id, .. } => {
-                if let Some(op) = &self.op {
-                    self.svc.withdraw(self.token, op.interest(), *id);
-                }
-            }
-            State::Ring { cell, key } if cell.in_flight() => {
-                cell.abandon();
-                self.svc.ring_cancel(*key);
-            }
-            _ => {}
-        }
-    }
-}
-
-impl<O: Operation> std::fmt::Debug for Op<O> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match (&self.state, &self.op) {
-            (State::Waiting { .. } | State::Ring { .. }, _) => "waiting",
-            (_, Some(_)) => "not started",
-            (_, None) => "done",
-        };
-        f.debug_struct("Op")
-            .field("operation", &std::any::type_name::<O>())
-            .field("state", &state)
-            .finish()
     }
 }
 

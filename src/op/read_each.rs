@@ -12,89 +12,11 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::task::Poll;
 
-use super::{Interest, ReadSome};
-use crate::LocalHandle;
+use super::{ReadSome, attempt_under_borrow};
 use crate::buf::IoBufMut;
-use crate::driver::Token;
-use crate::service::Job;
-use crate::service::source::{Source, Waiter};
-
-/// An operation that stays first in its direction's line while it lasts (see the module docs).
-pub(crate) trait PersistentOp {
-    /// Its direction is ready and it is first in line: reads under the borrow of `source` (from the
-    /// lookup that found it), then hands the chunk over right here when `inline` allows (see
-    /// `LocalHandle::serve_waiters`), or in a job.
-    fn serve(self: Rc<Self>, svc: &LocalHandle, source: RefMut<'_, Source>, inline: bool);
-    /// Taken out of its line by `cancel()` or a close: ends with `err`, handed over by a job.
-    fn cancel(self: Rc<Self>, svc: &LocalHandle, err: io::Error);
-    /// A job: hands over what an earlier read or a cancellation left, then reads on if its
-    /// direction is ready.
-    fn resume(self: Rc<Self>, svc: &LocalHandle);
-    /// Whether a level-triggered backend should watch its direction now: false while it will read
-    /// without an event anyway (and could not use one), so that the loop does not spin on a
-    /// readiness nobody takes.
-    fn wants_events(&self) -> bool {
-        true
-    }
-}
-
-/// Puts the persistent read `op` (named `name` in errors) of `token`'s source, with a buffer of
-/// `total` bytes, at the end of its read line: `Ok(true)` when it is first in line on a direction
-/// that may be ready, so that it should read without waiting for an event (otherwise an event, or
-/// the end of the operations ahead of it, serves it); the error when it cannot go in.
-pub(crate) fn join_line(
-    svc: &LocalHandle,
-    token: Token,
-    total: usize,
-    op: Rc<dyn PersistentOp>,
-    name: &str,
-) -> io::Result<bool> {
-    if total == 0 {
-        // A zero-length read would report an end of stream that never came.
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name} needs a buffer with room for at least one byte"),
-        ));
-    }
-    let mut sources = svc.inner.sources.borrow_mut();
-    let Some(source) = sources.get_mut(token) else {
-        drop(sources);
-        return Err(svc.gone_error());
-    };
-    let fd = source.raw_fd();
-    let dir = source.dir_mut(Interest::Read);
-    let read_now = dir.waiters.is_empty() && dir.ready;
-    dir.push_waiter(Waiter::Persistent(op));
-    drop(sources);
-    svc.watch_fd(token, fd, Interest::Read);
-    Ok(read_now)
-}
-
-/// Whether `op`, a waiter of a line, is the persistent operation `this`.
-fn is_op<T: PersistentOp>(op: &Rc<dyn PersistentOp>, this: &T) -> bool {
-    std::ptr::eq(Rc::as_ptr(op) as *const (), this as *const T as *const ())
-}
-
-/// Whether the persistent operation `this` is first in `source`'s read line.
-pub(crate) fn first_in_line<T: PersistentOp>(source: &Source, this: &T) -> bool {
-    matches!(source.read.waiters.first(), Some(Waiter::Persistent(op)) if is_op(op, this))
-}
-
-/// Takes the persistent operation `this` out of `token`'s read line (if it is still there), then
-/// serves the operations queued behind it if the direction is ready.
-pub(crate) fn leave_line<T: PersistentOp>(svc: &LocalHandle, token: Token, this: &T) {
-    let serve_next = {
-        let mut sources = svc.inner.sources.borrow_mut();
-        sources.get_mut(token).is_some_and(|source| {
-            let dir = source.dir_mut(Interest::Read);
-            dir.waiters.remove_persistent(|op| is_op(op, this));
-            dir.ready && !dir.waiters.is_empty()
-        })
-    };
-    if serve_next {
-        svc.serve_waiters(token, Interest::Read, false);
-    }
-}
+use crate::reactor::line::PersistentOp;
+use crate::reactor::wake::TaskRef;
+use crate::reactor::{Reactor, Source, Token};
 
 /// The persistent read of one stream.
 pub(crate) struct ReadEach<B, F> {
@@ -114,7 +36,7 @@ struct State<B, F> {
     pending: Option<io::Result<usize>>,
     /// The loop's count of queued jobs when the handler last ran (or the read started): the next
     /// chunk is handed over only after those jobs ran (see `ReadyOp::queued_before`).
-    queued_before: u64,
+    queued_before: u32,
 }
 
 impl<B, F> ReadEach<B, F>
@@ -123,35 +45,35 @@ where
     F: FnMut(io::Result<&[u8]>) -> ControlFlow<()> + 'static,
 {
     /// Starts reading `token`'s source into `buf`, handing each chunk to `handler`.
-    pub(crate) fn start(svc: &LocalHandle, token: Token, buf: B, handler: F) {
-        if svc.is_shut_down() {
+    pub(crate) fn start(reactor: &Reactor, token: Token, buf: B, handler: F) {
+        if reactor.is_shut_down() {
             return;
         }
-        svc.add_work();
+        reactor.add_work();
         let reader = Rc::new(ReadEach {
             token,
             state: RefCell::new(State {
                 read: ReadSome::new(buf),
                 handler: Some(handler),
                 pending: None,
-                queued_before: svc.jobs_queued(),
+                queued_before: reactor.seq(),
             }),
             cancelled: Cell::new(None),
         });
         let total = reader.state.borrow().read.buf().bytes_total();
-        let refused = match join_line(svc, token, total, reader.clone(), "read_each") {
+        let refused = match reactor.join_line(token, total, reader.clone(), "read_each") {
             Ok(read_now) => {
                 // First in line on a direction that may be ready: a job makes the first read (the
                 // handler never runs inside this call).
                 if read_now {
-                    svc.push_job(Job::Persistent(reader));
+                    reactor.resume_later(reader);
                 }
                 return;
             }
             Err(refused) => refused,
         };
         reader.state.borrow_mut().pending = Some(Err(refused));
-        svc.push_job(Job::Persistent(reader));
+        reactor.resume_later(reader);
     }
 
     /// Calls the handler with a chunk, the end of the stream or an error; true when that ended it.
@@ -159,7 +81,7 @@ where
     fn hand_over(
         &self,
         state: &mut State<B, F>,
-        svc: &LocalHandle,
+        reactor: &Reactor,
         res: io::Result<usize>,
     ) -> bool {
         let State { read, handler, .. } = state;
@@ -178,9 +100,9 @@ where
                 ControlFlow::Break(())
             }
         };
-        if flow.is_continue() && !svc.is_shut_down() {
+        if flow.is_continue() && !reactor.is_shut_down() {
             // Behind whatever the handler queued: its handlers run before the next chunk's.
-            state.queued_before = svc.jobs_queued();
+            state.queued_before = reactor.seq();
             return false;
         }
         true
@@ -188,13 +110,13 @@ where
 
     /// Ends the stream: leaves the line (serving the operations queued behind it), settles the
     /// work count, and drops the handler (which may close the socket) last.
-    fn end(&self, mut state: RefMut<'_, State<B, F>>, svc: &LocalHandle) {
+    fn end(&self, mut state: RefMut<'_, State<B, F>>, reactor: &Reactor) {
         let Some(handler) = state.handler.take() else {
             return;
         };
         drop(state);
-        leave_line(svc, self.token, self);
-        svc.finish_work();
+        reactor.leave_line(self.token, self);
+        reactor.finish_work();
         drop(handler);
     }
 }
@@ -205,44 +127,50 @@ where
     F: FnMut(io::Result<&[u8]>) -> ControlFlow<()> + 'static,
 {
     #[inline]
-    fn serve(self: Rc<Self>, svc: &LocalHandle, mut source: RefMut<'_, Source>, inline: bool) {
+    fn serve(
+        self: Rc<Self>,
+        reactor: &Reactor,
+        mut source: RefMut<'_, Source>,
+        inline: bool,
+    ) -> Option<TaskRef> {
         // Never borrowed here: the loop does not serve a source from inside a handler.
         let Ok(mut state) = self.state.try_borrow_mut() else {
-            return;
+            return None;
         };
         if state.pending.is_some() {
-            return; // a chunk waits for its job (an ended one is out of the line: never here)
+            return None; // a chunk waits for its job (an ended one is out of the line: never here)
         }
-        let res = match LocalHandle::try_in(self.token, &mut source, &mut state.read) {
+        let res = match attempt_under_borrow(&mut source, &mut state.read) {
             Poll::Ready(res) => res,
-            Poll::Pending => return, // EAGAIN: it waits for the next event, in place
+            Poll::Pending => return None, // EAGAIN: it waits for the next event, in place
         };
         // Still ready after the read (a full buffer, or a short read that proves nothing): read
         // on from a job, behind the others, so that one busy stream cannot starve the loop.
         let again = source.read.ready;
         drop(source);
-        if !(inline && svc.may_run_inline(state.queued_before)) {
+        if !(inline && reactor.may_complete_here(state.queued_before)) {
             state.pending = Some(res);
             drop(state);
-            svc.push_job(Job::Persistent(self));
-            return;
+            reactor.resume_later(self);
+            return None;
         }
-        if self.hand_over(&mut state, svc, res) {
-            self.end(state, svc);
-            return;
+        if self.hand_over(&mut state, reactor, res) {
+            self.end(state, reactor);
+            return None;
         }
         drop(state);
         if again {
-            svc.push_job(Job::Persistent(self));
+            reactor.resume_later(self);
         }
+        None
     }
 
-    fn cancel(self: Rc<Self>, svc: &LocalHandle, err: io::Error) {
+    fn cancel(self: Rc<Self>, reactor: &Reactor, err: io::Error) {
         self.cancelled.set(Some(err));
-        svc.push_job(Job::Persistent(self));
+        reactor.resume_later(self);
     }
 
-    fn resume(self: Rc<Self>, svc: &LocalHandle) {
+    fn resume(self: Rc<Self>, reactor: &Reactor) {
         let Ok(mut state) = self.state.try_borrow_mut() else {
             return;
         };
@@ -250,23 +178,24 @@ where
             return;
         }
         if let Some(res) = state.pending.take() {
-            if self.hand_over(&mut state, svc, res) {
-                self.end(state, svc);
+            if self.hand_over(&mut state, reactor, res) {
+                self.end(state, reactor);
                 return;
             }
         }
         if let Some(err) = self.cancelled.take() {
-            self.hand_over(&mut state, svc, Err(err));
-            self.end(state, svc);
+            self.hand_over(&mut state, reactor, Err(err));
+            self.end(state, reactor);
             return;
         }
         drop(state);
-        let sources = svc.inner.sources.borrow_mut();
+        let sources = reactor.sources.borrow_mut();
         let Ok(source) = RefMut::filter_map(sources, |t| t.get_mut(self.token)) else {
             return; // closed: its cancellation is queued behind this job
         };
-        if first_in_line(&source, &*self) && source.read.ready {
-            self.serve(svc, source, true);
+        if source.first_in_line(&*self) && source.read.ready {
+            // A chunk's handler runs from here (inline): no task to hand back.
+            let _ = self.serve(reactor, source, true);
         }
     }
 }

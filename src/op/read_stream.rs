@@ -15,13 +15,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::read_each::{PersistentOp, first_in_line, join_line, leave_line};
-use super::{Interest, ReadSome};
-use crate::LocalHandle;
+use super::{Interest, ReadSome, attempt_under_borrow};
 use crate::buf::IoBufMut;
-use crate::driver::Token;
-use crate::service::source::Source;
-use crate::service::task::TaskWake;
+use crate::reactor::line::PersistentOp;
+use crate::reactor::wake::{TaskRef, TaskWake};
+use crate::reactor::{Reactor, Source, Token};
 
 /// The bytes of one read, borrowed from the [`ReadStream`]'s buffer until dropped.
 ///
@@ -54,7 +52,7 @@ impl std::fmt::Debug for Chunk<'_> {
 /// [`StreamSocket::read_stream`](crate::StreamSocket::read_stream), read with
 /// [`next`](ReadStream::next). Dropping it ends the stream (reads started behind it go on).
 pub struct ReadStream<B: IoBufMut> {
-    svc: LocalHandle,
+    reactor: Rc<Reactor>,
     reader: Rc<Reader<B>>,
 }
 
@@ -72,6 +70,9 @@ struct Reader<B> {
     /// Who awaits the next chunk, or why the reader was taken out of its line. Outside `state`: a
     /// cancellation may come while a chunk borrows it.
     waiting: Cell<Waiting>,
+    /// The loop's count of queued jobs when the awaiting task started waiting (see
+    /// `Reactor::may_complete_here`). Beside the flags, where it takes no room of its own.
+    seq: Cell<u32>,
 }
 
 #[derive(Default)]
@@ -94,7 +95,7 @@ struct State<B> {
 
 impl<B: IoBufMut> ReadStream<B> {
     /// Puts a new reader of `token`'s source into its read line.
-    pub(crate) fn start(svc: &LocalHandle, token: Token, buf: B) -> ReadStream<B> {
+    pub(crate) fn start(reactor: &Rc<Reactor>, token: Token, buf: B) -> ReadStream<B> {
         let reader = Rc::new(Reader {
             token,
             state: RefCell::new(State {
@@ -104,13 +105,14 @@ impl<B: IoBufMut> ReadStream<B> {
             again: Cell::new(false),
             ended: Cell::new(false),
             waiting: Cell::new(Waiting::Nobody),
+            seq: Cell::new(0),
         });
         let stream = ReadStream {
-            svc: svc.clone(),
+            reactor: reactor.clone(),
             reader,
         };
         let total = stream.reader.state.borrow().read.buf().bytes_total();
-        match join_line(svc, token, total, stream.reader.clone(), "read_stream") {
+        match reactor.join_line(token, total, stream.reader.clone(), "read_stream") {
             // First in line on a direction that may be ready: the first `next()` reads.
             Ok(read_now) => stream.reader.again.set(read_now),
             Err(refused) => {
@@ -171,9 +173,10 @@ impl<B: IoBufMut> ReadStream<B> {
             }
         }
         // Queued by number when a task of this loop polls (no waker clone).
+        reader.seq.set(self.reactor.seq());
         reader
             .waiting
-            .set(Waiting::Task(self.svc.task_wake(cx.waker())));
+            .set(Waiting::Task(self.reactor.task_wake(cx.waker())));
         Poll::Pending
     }
 
@@ -206,25 +209,31 @@ impl<B: IoBufMut> ReadStream<B> {
     fn read_now(&self, state: &mut State<B>) -> Option<io::Result<usize>> {
         let reader = &*self.reader;
         reader.again.set(false);
-        let mut sources = self.svc.inner.sources.borrow_mut();
+        let mut sources = self.reactor.sources.borrow_mut();
         let Some(source) = sources.get_mut(reader.token) else {
-            return Some(Err(self.svc.gone_error()));
+            return Some(Err(self.reactor.gone_error()));
         };
-        if !source.read.ready || !first_in_line(source, reader) {
+        if !source.first_in_line(reader) {
             return None;
         }
-        match LocalHandle::try_in(reader.token, source, &mut state.read) {
-            Poll::Ready(res) => {
-                reader.again.set(source.read.ready);
-                Some(res)
-            }
-            Poll::Pending => {
-                let fd = source.raw_fd();
-                drop(sources);
-                self.svc.watch_fd(reader.token, fd, Interest::Read);
-                None
-            }
+        let res = match source.read.ready {
+            true => match attempt_under_borrow(source, &mut state.read) {
+                Poll::Ready(res) => Some(res),
+                Poll::Pending => None,
+            },
+            false => None,
+        };
+        // Still ready (a full buffer): the next `next()` reads again. Otherwise it waits for an
+        // event, which a level-triggered backend may have stopped watching while the stream read
+        // on without one.
+        if source.read.ready {
+            reader.again.set(true);
+        } else {
+            let fd = source.raw_fd();
+            drop(sources);
+            self.reactor.watch_fd(reader.token, fd, Interest::Read);
         }
+        res
     }
 
     /// Leaves the line (serving the reads queued behind it) once.
@@ -234,7 +243,7 @@ impl<B: IoBufMut> ReadStream<B> {
         }
         let reader = &*self.reader;
         reader.waiting.take();
-        leave_line(&self.svc, reader.token, reader);
+        self.reactor.leave_line(reader.token, reader);
     }
 }
 
@@ -287,37 +296,48 @@ impl<'a, B: IoBufMut> Future for NextChunk<'a, B> {
 }
 
 impl<B> Reader<B> {
-    /// Wakes the task awaiting the next chunk, if any: polled right here when `inline` allows it
-    /// (see `LocalHandle::serve_waiters`), otherwise queued.
+    /// Wakes the task awaiting the next chunk, if any: handed back to be polled right here when
+    /// `inline` allows it (see `Reactor::may_complete_here`), otherwise queued.
     #[inline(always)]
-    fn wake(&self, svc: &LocalHandle, inline: bool) {
+    fn wake(&self, reactor: &Reactor, inline: bool, seq: u32) -> Option<TaskRef> {
         match self.waiting.take() {
-            Waiting::Task(TaskWake::Local(task)) if inline && svc.may_run_task_inline() => {
-                svc.run_task(task)
+            Waiting::Task(TaskWake::Local(task)) if inline && reactor.may_complete_here(seq) => {
+                Some(task)
             }
-            Waiting::Task(wake) => svc.wake_task(wake),
-            Waiting::Nobody => {}
+            Waiting::Task(wake) => {
+                reactor.wake_task(wake);
+                None
+            }
+            Waiting::Nobody => None,
             // Left for `next()`, which the woken task calls.
-            cancelled @ Waiting::Cancelled(_) => self.waiting.set(cancelled),
+            cancelled @ Waiting::Cancelled(_) => {
+                self.waiting.set(cancelled);
+                None
+            }
         }
     }
 }
 
 impl<B: IoBufMut> PersistentOp for Reader<B> {
     #[inline]
-    fn serve(self: Rc<Self>, svc: &LocalHandle, mut source: RefMut<'_, Source>, inline: bool) {
+    fn serve(
+        self: Rc<Self>,
+        reactor: &Reactor,
+        mut source: RefMut<'_, Source>,
+        inline: bool,
+    ) -> Option<TaskRef> {
         // Busy (a chunk unclaimed or borrowed): the direction stays ready, the next `next()` reads.
         let Ok(mut state) = self.state.try_borrow_mut() else {
             self.again.set(true);
-            return;
+            return None;
         };
         if state.pending.is_some() {
             self.again.set(true);
-            return;
+            return None;
         }
-        let res = match LocalHandle::try_in(self.token, &mut source, &mut state.read) {
+        let res = match attempt_under_borrow(&mut source, &mut state.read) {
             Poll::Ready(res) => res,
-            Poll::Pending => return, // EAGAIN: it waits for the next event, in place
+            Poll::Pending => return None, // EAGAIN: it waits for the next event, in place
         };
         // Still ready (a full buffer, or a short read that proves nothing): the next `next()`
         // reads before it waits, as a `read_some` on a ready socket would.
@@ -326,16 +346,16 @@ impl<B: IoBufMut> PersistentOp for Reader<B> {
         // What is replaced is the empty slot: forgotten, so that no drop code runs for it here.
         std::mem::forget(state.pending.replace(res));
         drop(state);
-        self.wake(svc, inline);
+        self.wake(reactor, inline, self.seq.get())
     }
 
-    fn cancel(self: Rc<Self>, svc: &LocalHandle, err: io::Error) {
+    fn cancel(self: Rc<Self>, reactor: &Reactor, err: io::Error) {
         if let Waiting::Task(wake) = self.waiting.replace(Waiting::Cancelled(err)) {
-            svc.wake_task(wake);
+            reactor.wake_task(wake);
         }
     }
 
-    fn resume(self: Rc<Self>, _svc: &LocalHandle) {
+    fn resume(self: Rc<Self>, _reactor: &Reactor) {
         // Never queued as a job: chunks go to the awaiting task.
     }
 

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use super::LocalHandle;
-use super::shared::Shared;
-use super::task::{TaskRef, TaskWake};
+use crate::reactor::remote::Remote;
+use crate::reactor::wake::{TaskRef, TaskWake};
 
 /// Why a spawned task produced no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,7 @@ impl<T> JoinState<T> {
     fn finish(&self, svc: &LocalHandle, result: Result<T, JoinError>) {
         let previous = std::mem::replace(&mut *self.slot.borrow_mut(), JoinSlot::Finished(result));
         if let JoinSlot::Running(Some(wake)) = previous {
-            svc.wake_task(wake);
+            svc.reactor().wake_task(wake);
         }
     }
 }
@@ -141,7 +141,7 @@ impl<T> Future for JoinHandle<T> {
         match std::mem::replace(&mut *slot, JoinSlot::Taken) {
             JoinSlot::Finished(result) => Poll::Ready(result),
             JoinSlot::Running(_) => {
-                *slot = JoinSlot::Running(Some(self.svc.task_wake(cx.waker())));
+                *slot = JoinSlot::Running(Some(self.svc.reactor().task_wake(cx.waker())));
                 Poll::Pending
             }
             JoinSlot::Taken => panic!("aio::JoinHandle polled after it completed"),
@@ -198,20 +198,21 @@ impl LocalHandle {
             svc: self.clone(),
         };
         let wrapped = Spawned { future, guard };
-        let task = if self.is_shut_down() {
+        let reactor = self.reactor();
+        let task = if reactor.is_shut_down() {
             drop(wrapped); // cancelled at once: the handle reports Cancelled
             None
         } else {
-            let task = self.inner.tasks.borrow_mut().insert(
-                &self.inner.shared,
-                Box::pin(wrapped),
-                counted,
-            );
+            let task =
+                self.inner
+                    .tasks
+                    .borrow_mut()
+                    .insert(reactor.remote(), Box::pin(wrapped), counted);
             if counted {
-                self.add_work();
+                reactor.add_work();
             }
             // Its first poll: queued like any wake on the loop's own thread (no eventfd write).
-            self.wake_task(TaskWake::Local(task));
+            reactor.wake_task(TaskWake::Local(task));
             Some(task)
         };
         JoinHandle {
@@ -245,7 +246,7 @@ impl LocalHandle {
         };
         let flag = Arc::new(BlockOnWaker {
             woken: AtomicBool::new(true),
-            shared: self.inner.shared.clone(),
+            remote: self.reactor().remote().clone(),
         });
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
@@ -267,7 +268,7 @@ impl LocalHandle {
 
 struct BlockOnWaker {
     woken: AtomicBool,
-    shared: Arc<Shared>,
+    remote: Arc<Remote>,
 }
 
 impl Wake for BlockOnWaker {
@@ -276,7 +277,7 @@ impl Wake for BlockOnWaker {
     }
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        self.shared.notify_if_remote();
+        self.remote.notify_if_remote();
     }
 }
 

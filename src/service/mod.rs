@@ -5,78 +5,37 @@
 //! started them. Dropping the `IoService` drops every pending handler and task without calling it and
 //! closes every fd the loop owns.
 
+mod blocking;
 pub(crate) mod executor;
-mod fork;
-pub(crate) mod pool;
-mod registry;
+mod handle;
 pub(crate) mod run;
-pub(crate) mod shared;
-pub(crate) mod source;
 pub(crate) mod task;
-mod timers;
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::io;
 use std::ops::Deref;
-use std::os::fd::AsFd;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::blocking::{BlockingPool, DEFAULT_MAX_BLOCKING_THREADS};
-use crate::driver::{AnyDriver, Backend, Event};
-use crate::op::ReadyOp;
+use crate::driver::{Backend, Event};
+use crate::op::Op;
+use crate::op::completion::{Completer, Completion, completion};
+use crate::op::timer::{Sleep, sleep_until};
+use crate::reactor::Reactor;
+use blocking::BlockingPool;
+pub use blocking::DEFAULT_MAX_BLOCKING_THREADS;
 pub use executor::{JoinError, JoinHandle};
-pub use shared::Handle;
-use shared::{RemoteJob, Shared};
-use source::SourceTable;
-use timers::TimerQueue;
-
-/// Something the loop will run: a posted closure or a finished callback operation.
-pub(crate) enum Job {
-    Call(Box<dyn FnOnce()>),
-    Remote(RemoteJob),
-    Op(Box<dyn ReadyOp>),
-    /// A persistent read's chunk to hand over, or its next read (see `op::read_each`).
-    Persistent(std::rc::Rc<dyn crate::op::PersistentOp>),
-}
+pub use handle::Handle;
 
 pub(crate) struct Inner {
-    pub(crate) shared: Arc<Shared>,
-    backend: Backend,
-    pub(crate) driver: RefCell<AnyDriver>,
-    pub(crate) sources: RefCell<SourceTable>,
-    /// Recycled blocks of finished callback operations.
-    pub(crate) op_pool: RefCell<pool::OpPool>,
-    ready: RefCell<VecDeque<Job>>,
-    /// How many jobs were ever queued in `ready`, and how many of them were taken out to run: a
-    /// callback operation remembers the first count when it starts, so that the loop can tell whether
-    /// everything queued before it has run (see `serve_waiters`).
-    queued: Cell<u64>,
-    dequeued: Cell<u64>,
+    /// Everything operations meet: sources, waiters, the ready queue, timers (see `reactor`).
+    pub(crate) reactor: Rc<Reactor>,
+    /// Events of the last wait left undispatched by a panic (see `run::Batch`).
     events: RefCell<Vec<Event>>,
-    remote_jobs: RefCell<Vec<RemoteJob>>,
-    /// Timer deadlines and back-offs.
-    timers: RefCell<TimerQueue>,
     pub(crate) tasks: RefCell<task::TaskTable>,
-    /// Tasks woken by number on this thread (see `task::TaskWake`), to run in this order.
-    pub(crate) run_queue: RefCell<VecDeque<task::TaskRef>>,
-    /// The task being polled, if any (see `task::TaskWake`).
-    current_task: Cell<Option<task::CurrentTask>>,
-    /// Pending callback operations and live tasks that are not background: what `run_until_done`
-    /// waits for.
-    work: Cell<usize>,
-    pub(crate) blocking: RefCell<Option<BlockingPool>>,
-    pub(crate) max_blocking_threads: usize,
-    next_waiter_id: Cell<u64>,
+    blocking: RefCell<Option<BlockingPool>>,
+    max_blocking_threads: usize,
     running: Cell<bool>,
-    shut_down: Cell<bool>,
-    /// The fork generation this loop was built in (see `fork`).
-    fork_generation: u64,
-    /// Operations go to the io_uring ring (the `uring` backend).
-    pub(crate) ring: bool,
-    /// Operations the ring holds, by key (see `op::ring`).
-    pub(crate) inflight: RefCell<slab::Slab<crate::op::ring::Inflight>>,
 }
 
 /// Builds an [`IoService`] with a chosen backend.
@@ -112,32 +71,13 @@ impl Builder {
     /// # Errors
     /// What the kernel says when the backend's fds (epoll, eventfd) cannot be created.
     pub fn build(self) -> io::Result<IoService> {
-        let shared = Arc::new(Shared::new()?);
-        let driver = AnyDriver::new(self.backend, shared.wake.as_fd())?;
         let inner = Rc::new(Inner {
-            shared,
-            backend: self.backend,
-            driver: RefCell::new(driver),
-            sources: RefCell::new(SourceTable::default()),
-            op_pool: RefCell::new(pool::OpPool::default()),
-            ready: RefCell::new(VecDeque::new()),
-            queued: Cell::new(0),
-            dequeued: Cell::new(0),
+            reactor: Rc::new(Reactor::new(self.backend)?),
             events: RefCell::new(Vec::with_capacity(1024)),
-            remote_jobs: RefCell::new(Vec::new()),
-            timers: RefCell::new(TimerQueue::default()),
             tasks: RefCell::new(task::TaskTable::default()),
-            run_queue: RefCell::new(VecDeque::new()),
-            current_task: Cell::new(None),
-            work: Cell::new(0),
             blocking: RefCell::new(None),
             max_blocking_threads: self.max_blocking_threads,
-            next_waiter_id: Cell::new(0),
             running: Cell::new(false),
-            shut_down: Cell::new(false),
-            fork_generation: fork::generation(),
-            ring: self.backend == Backend::Uring,
-            inflight: RefCell::new(slab::Slab::new()),
         });
         Ok(IoService {
             local: LocalHandle { inner },
@@ -296,11 +236,11 @@ impl IoService {
     pub fn run_until_done(&self) -> io::Result<()> {
         let _running = self.enter()?;
         loop {
-            if self.is_stopped() || (self.inner.work.get() == 0 && !self.has_ready()) {
+            if self.is_stopped() || (self.pending_work() == 0 && !self.has_ready()) {
                 return Ok(());
             }
             self.run_ready(usize::MAX, true);
-            if self.is_stopped() || (self.inner.work.get() == 0 && !self.has_ready()) {
+            if self.is_stopped() || (self.pending_work() == 0 && !self.has_ready()) {
                 return Ok(());
             }
             self.wait_and_dispatch(true, true)?;
@@ -309,16 +249,13 @@ impl IoService {
 
     /// Clears the stopped state so that `run()` may be called again (booster's `reset`).
     pub fn restart(&self) {
-        self.inner
-            .shared
-            .stopped
-            .store(false, std::sync::atomic::Ordering::Release);
+        self.reactor().remote().restart();
     }
 }
 
 pub(crate) struct RunGuard<'a> {
     inner: &'a Inner,
-    _thread: shared::RunningGuard,
+    _thread: crate::reactor::remote::RunningGuard,
 }
 
 impl Drop for RunGuard<'_> {
@@ -342,8 +279,8 @@ impl std::fmt::Debug for IoService {
 impl std::fmt::Debug for LocalHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoService")
-            .field("backend", &self.inner.backend)
-            .field("sources", &self.inner.sources.borrow().len())
+            .field("backend", &self.backend())
+            .field("sources", &self.reactor().sources.borrow().len())
             .field("stopped", &self.is_stopped())
             .finish()
     }
@@ -352,37 +289,35 @@ impl std::fmt::Debug for LocalHandle {
 impl LocalHandle {
     /// Queues `f` to run on the loop, after the current handler; never inside this call.
     pub fn post(&self, f: impl FnOnce() + 'static) {
-        if !self.inner.shut_down.get() {
-            self.push_job(Job::Call(Box::new(f)));
-        }
+        self.reactor().post(f);
     }
 
     /// Makes `run()` return after the handler now running.
     pub fn stop(&self) {
-        self.inner.shared.stop();
+        self.reactor().remote().stop();
     }
 
     /// Whether the loop is stopped (until `restart()`).
     #[inline]
     pub fn is_stopped(&self) -> bool {
-        self.inner.shared.is_stopped()
+        self.reactor().is_stopped()
     }
 
     /// A `Send + Sync` handle for other threads.
     pub fn handle(&self) -> Handle {
         Handle {
-            shared: self.inner.shared.clone(),
+            remote: self.reactor().remote().clone(),
         }
     }
 
     /// The backend this loop runs on.
     pub fn backend(&self) -> Backend {
-        self.inner.backend
+        self.reactor().backend()
     }
 
     /// The backend's name: `"epoll"`, `"poll"` or `"uring"` (booster's `io_service::reactor_name`).
     pub fn backend_name(&self) -> &'static str {
-        self.inner.backend.name()
+        self.backend().name()
     }
 
     /// Whether `self` and `other` refer to the same loop.
@@ -390,37 +325,89 @@ impl LocalHandle {
         Rc::ptr_eq(&self.inner, &other.inner)
     }
 
-    #[inline]
-    pub(crate) fn push_job(&self, job: Job) {
-        self.inner.ready.borrow_mut().push_back(job);
-        self.inner.queued.set(self.inner.queued.get() + 1);
-    }
-
-    /// How many jobs have been queued so far (see `Inner::queued`).
-    pub(crate) fn jobs_queued(&self) -> u64 {
-        self.inner.queued.get()
-    }
-
-    pub(crate) fn is_shut_down(&self) -> bool {
-        self.inner.shut_down.get()
-    }
-
     /// How much counted work is pending (see [`IoService::run_until_done`]).
     pub fn pending_work(&self) -> usize {
-        self.inner.work.get()
+        self.reactor().pending_work()
     }
 
-    pub(crate) fn add_work(&self) {
-        self.inner.work.set(self.inner.work.get() + 1);
+    /// The loop's reactor, which its objects' operations go through.
+    #[inline(always)]
+    pub(crate) fn reactor(&self) -> &Rc<Reactor> {
+        &self.inner.reactor
     }
 
-    pub(crate) fn finish_work(&self) {
-        self.inner.work.set(self.inner.work.get().saturating_sub(1));
+    /// A one-shot wait of `delay`: `Ok(())` once it has passed (never earlier).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let svc = aio::IoService::new()?;
+    /// let handle = svc.local();
+    /// svc.after(Duration::from_millis(5)).then(move |res| {
+    ///     res.expect("timer");
+    ///     handle.stop();
+    /// });
+    /// svc.run()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn after(&self, delay: Duration) -> Op<Sleep> {
+        self.at(Instant::now() + delay)
     }
 
-    pub(crate) fn next_waiter_id(&self) -> u64 {
-        let id = self.inner.next_waiter_id.get();
-        self.inner.next_waiter_id.set(id + 1);
-        id
+    /// A one-shot wait until `deadline`: `Ok(())` once it has passed (never earlier).
+    pub fn at(&self, deadline: Instant) -> Op<Sleep> {
+        sleep_until(self.reactor(), deadline)
+    }
+
+    /// An operation that something else completes: the `Send` [`Completer`] and the [`Op`] to wait
+    /// on. Completing from any thread, or from a foreign callback, runs the handler on this loop; a
+    /// completer dropped unfinished completes it with `BrokenPipe`.
+    pub fn completion<T: Send + 'static>(&self) -> (Completer<T>, Op<Completion<T>>) {
+        completion(self.reactor())
+    }
+
+    /// Runs `f` on a pool thread and completes with its result on this loop. A panic in `f` becomes
+    /// an error (`Other`, "blocking task panicked: ...") for the handler, not a dead loop.
+    ///
+    /// The pool is per loop, bounded (see [`Builder::max_blocking_threads`]), and started lazily: no
+    /// thread exists until the first call, so a process that never uses it can fork freely.
+    ///
+    /// ```
+    /// let svc = aio::IoService::new()?;
+    /// let sum = svc.block_on(svc.spawn_blocking(|| (1..=10).sum::<u32>()))?;
+    /// assert_eq!(sum, 55);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spawn_blocking<T, F>(&self, f: F) -> Op<Completion<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (completer, op) = self.completion::<T>();
+        if self.reactor().is_shut_down() {
+            completer.fail(crate::reactor::remote::gone());
+        } else {
+            let mut pool = self.inner.blocking.borrow_mut();
+            pool.get_or_insert_with(|| BlockingPool::new(self.inner.max_blocking_threads))
+                .run_completing(f, completer);
+        }
+        op
+    }
+
+    /// Drops everything pending without running it and closes every owned fd.
+    pub(crate) fn shutdown(&self) {
+        let reactor = self.reactor();
+        if reactor.mark_shut_down() {
+            return;
+        }
+        drop(reactor.remote().close());
+        // The kernel must let go of the operations on the ring before their buffers are dropped.
+        if !reactor.in_forked_child() {
+            reactor.ring_shutdown();
+        }
+        // Blocking jobs not yet started are dropped; running ones finish on their own.
+        drop(self.inner.blocking.borrow_mut().take());
+        // Tasks first: dropping their futures may drop objects that close sources.
+        task::shutdown_tasks(self);
+        reactor.shut_down();
     }
 }

@@ -14,44 +14,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, RawWakerVTable, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use slab::Slab;
 
 use super::LocalHandle;
-use super::shared::{self, Shared};
-
-/// A task as its wakes name it. Small (a waiting future keeps one in its source's line); the id
-/// wraps after 2^32 tasks, when a late wake could at worst poll a task once more than needed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TaskRef {
-    key: u32,
-    id: u32,
-}
-
-/// The task being polled, and its waker's identity: an operation it polls with that waker waits with
-/// the task's number instead of a clone of the waker (see [`TaskWake`]).
-#[derive(Clone, Copy)]
-pub(crate) struct CurrentTask {
-    task: TaskRef,
-    data: *const (),
-    vtable: *const RawWakerVTable,
-}
-
-impl CurrentTask {
-    #[inline]
-    fn is_polled_with(&self, waker: &Waker) -> bool {
-        std::ptr::eq(self.data, waker.data()) && std::ptr::eq(self.vtable, waker.vtable())
-    }
-}
-
-/// How a waiting future is woken: through a clone of the waker it was polled with or, when that is
-/// the waker of the loop's own task polling it, by queueing the task by its number (no clone, no
-/// reference count, no atomic flag; a task queued twice is polled once more, which futures allow).
-pub(crate) enum TaskWake {
-    Waker(Waker),
-    Local(TaskRef),
-}
+use crate::reactor::remote::{self, Remote};
+use crate::reactor::wake::{CurrentTask, TaskRef};
 
 /// A task's future and the waker it is polled with.
 type TaskBody = (Waker, Pin<Box<dyn Future<Output = ()>>>);
@@ -76,7 +45,7 @@ impl TaskTable {
     /// Adds a task, already marked as queued: the caller schedules its first poll.
     pub(crate) fn insert(
         &mut self,
-        shared: &Arc<Shared>,
+        remote: &Arc<Remote>,
         future: Pin<Box<dyn Future<Output = ()>>>,
         counted: bool,
     ) -> TaskRef {
@@ -91,7 +60,7 @@ impl TaskTable {
         let waker = Arc::new(TaskWaker {
             task,
             queued: AtomicBool::new(true),
-            shared: shared.clone(),
+            remote: remote.clone(),
         });
         entry.insert(TaskEntry {
             id,
@@ -128,7 +97,7 @@ struct TaskWaker {
     /// The task is in a run queue: further wakes before it runs change nothing. Cleared just before
     /// each poll, so that a wake during the poll queues it again.
     queued: AtomicBool,
-    shared: Arc<Shared>,
+    remote: Arc<Remote>,
 }
 
 impl Wake for TaskWaker {
@@ -139,7 +108,7 @@ impl Wake for TaskWaker {
     #[inline]
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.queued.swap(true, Ordering::AcqRel) {
-            shared::schedule(&self.shared, self.task);
+            remote::schedule(&self.remote, self.task);
         }
     }
 }
@@ -163,13 +132,14 @@ impl LocalHandle {
         // Declared after the future, so dropped before it when a panic unwinds from the poll: the
         // task leaves the table, then its future is dropped here, on the loop's thread.
         let reap = ReapOnPanic { svc: self, task };
-        self.inner.current_task.set(Some(CurrentTask {
+        let reactor = self.reactor();
+        reactor.set_current_task(Some(CurrentTask {
             task,
             data: waker.data(),
             vtable: waker.vtable(),
         }));
         let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
-        self.inner.current_task.set(None);
+        reactor.set_current_task(None);
         std::mem::forget(reap);
         match poll {
             Poll::Ready(()) => drop(self.remove_task(task)),
@@ -187,43 +157,12 @@ impl LocalHandle {
         }
     }
 
-    /// How a future polled with `waker` is to be woken (see [`TaskWake`]).
-    #[inline]
-    pub(crate) fn task_wake(&self, waker: &Waker) -> TaskWake {
-        match self.inner.current_task.get() {
-            Some(current) if current.is_polled_with(waker) => TaskWake::Local(current.task),
-            _ => TaskWake::Waker(waker.clone()),
-        }
-    }
-
-    /// Whether `wake` still wakes a future now polled with `waker`.
-    #[inline]
-    pub(crate) fn still_wakes(&self, wake: &TaskWake, waker: &Waker) -> bool {
-        match wake {
-            TaskWake::Waker(w) => w.will_wake(waker),
-            TaskWake::Local(task) => self
-                .inner
-                .current_task
-                .get()
-                .is_some_and(|c| c.task == *task && c.is_polled_with(waker)),
-        }
-    }
-
-    /// Wakes a waiting future.
-    #[inline]
-    pub(crate) fn wake_task(&self, wake: TaskWake) {
-        match wake {
-            TaskWake::Waker(waker) => waker.wake(),
-            TaskWake::Local(task) => self.inner.run_queue.borrow_mut().push_back(task),
-        }
-    }
-
     /// Takes a task out of the table (finished, panicked or aborted), settling its work count. The
     /// caller drops it after the table's borrow is released.
     pub(crate) fn remove_task(&self, task: TaskRef) -> Option<TaskEntry> {
         let entry = self.inner.tasks.borrow_mut().remove(task)?;
         if entry.counted {
-            self.finish_work();
+            self.reactor().finish_work();
         }
         Some(entry)
     }
@@ -238,7 +177,7 @@ struct ReapOnPanic<'a> {
 impl Drop for ReapOnPanic<'_> {
     fn drop(&mut self) {
         // No longer polled: a later task whose waker reuses this one's address must not match it.
-        self.svc.inner.current_task.set(None);
+        self.svc.reactor().set_current_task(None);
         drop(self.svc.remove_task(self.task));
     }
 }
@@ -253,24 +192,12 @@ pub(crate) fn shutdown_tasks(svc: &LocalHandle) {
         }
         for entry in &entries {
             if entry.counted {
-                svc.finish_work();
+                svc.reactor().finish_work();
             }
         }
         drop(entries);
     }
-    svc.inner.shared.runnables.close();
-    while svc.inner.shared.runnables.pop().is_ok() {}
-    svc.inner.run_queue.borrow_mut().clear();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_waiting_future_costs_no_more_than_a_waker() {
-        // A source's line keeps its first waiter in place for every connection.
-        assert_eq!(size_of::<TaskWake>(), size_of::<Waker>());
-        assert!(size_of::<crate::service::source::Waiter>() <= 32);
-    }
+    let remote = svc.reactor().remote();
+    remote.runnables.close();
+    while remote.runnables.pop().is_ok() {}
 }

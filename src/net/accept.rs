@@ -11,10 +11,11 @@ use std::os::fd::OwnedFd;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::{Cx, Interest, Operation, sealed};
-use crate::net::endpoint::{Endpoint, Family};
+use crate::LocalHandle;
+use crate::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
 use crate::net::stream::StreamSocket;
+use crate::op::{Cx, Interest, Operation, sealed};
 
 /// How long an acceptor that ran out of fds waits before trying again.
 pub(crate) const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
@@ -22,14 +23,26 @@ pub(crate) const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
 /// Accepts one connection: the new socket and the peer's endpoint. Made by
 /// [`Acceptor::accept`](crate::Acceptor::accept). The accepted socket gets the acceptor's
 /// [`SocketHooks`] (see [`Acceptor::set_hooks`](crate::Acceptor::set_hooks)).
-#[derive(Debug)]
 pub struct Accept {
+    /// The loop the accepted socket joins.
+    svc: LocalHandle,
     hooks: SocketHooks,
 }
 
 impl Accept {
-    pub(crate) fn new(hooks: SocketHooks) -> Accept {
-        Accept { hooks }
+    pub(crate) fn new(svc: &LocalHandle, hooks: SocketHooks) -> Accept {
+        Accept {
+            svc: svc.clone(),
+            hooks,
+        }
+    }
+}
+
+impl std::fmt::Debug for Accept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accept")
+            .field("hooks", &self.hooks)
+            .finish()
     }
 }
 
@@ -56,7 +69,7 @@ impl Operation for Accept {
                         Family::Ipv4 // or IPv6: either way, short reads drain it
                     };
                     let result = StreamSocket::from_accepted(
-                        cx.svc(),
+                        &self.svc,
                         OwnedFd::from(socket),
                         family,
                         &self.hooks,

@@ -1,6 +1,6 @@
 //! The part of a loop that other threads may touch: its wake-up eventfd, the stop flag, the queue of
-//! closures posted from elsewhere and the queue of tasks woken from elsewhere. [`Handle`] is its public
-//! face; everything else about a loop stays on the loop's thread.
+//! closures posted from elsewhere and the queue of tasks woken from elsewhere. The service's `Handle`
+//! is its public face; everything else about a loop stays on the loop's thread.
 
 use std::cell::Cell;
 use std::io;
@@ -10,15 +10,16 @@ use std::sync::{Arc, Mutex};
 
 use concurrent_queue::ConcurrentQueue;
 
-use super::task::TaskRef;
+use super::Reactor;
+use super::wake::TaskRef;
 
-/// A closure sent to the loop from any thread; it gets the loop's handle when it runs, and returns
+/// A closure sent to the loop from any thread; it gets the loop's reactor when it runs, and returns
 /// whether it was a handler (a posted closure) rather than the loop's own bookkeeping (delivering a
 /// completion, which queues the operation's handler to run after it): `run_one` and `poll` count
 /// handlers only.
-pub(crate) type RemoteJob = Box<dyn FnOnce(&crate::LocalHandle) -> bool + Send>;
+pub(crate) type RemoteJob = Box<dyn FnOnce(&Reactor) -> bool + Send>;
 
-pub(crate) struct Shared {
+pub(crate) struct Remote {
     /// Readable when the loop has been poked from outside its own thread.
     pub(crate) wake: OwnedFd,
     /// An eventfd write is outstanding and not yet consumed by the loop: others need not write again.
@@ -33,14 +34,14 @@ pub(crate) struct Shared {
 thread_local! {
     /// The loop currently running on this thread, if any: wake-ups from inside it need no eventfd
     /// write.
-    static RUNNING: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
+    static RUNNING: Cell<*const Remote> = const { Cell::new(std::ptr::null()) };
 }
 
 /// Queues a task woken through its `Waker`, poking the loop unless it is the one running on this
 /// thread. (Futures the loop polls itself are mostly woken by number, on the loop's own queue: see
 /// `task::TaskWake`.)
 #[inline]
-pub(crate) fn schedule(shared: &Shared, task: TaskRef) {
+pub(crate) fn schedule(shared: &Remote, task: TaskRef) {
     // The queue is unbounded and only closed when the loop is dropped, when there is nothing left to
     // wake: a failed push is dropped.
     if shared.runnables.push(task).is_ok() && !RUNNING.with(|r| std::ptr::eq(r.get(), shared)) {
@@ -48,13 +49,13 @@ pub(crate) fn schedule(shared: &Shared, task: TaskRef) {
     }
 }
 
-impl Shared {
-    pub(crate) fn new() -> io::Result<Shared> {
+impl Remote {
+    pub(crate) fn new() -> io::Result<Remote> {
         let wake = rustix::event::eventfd(
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )?;
-        Ok(Shared {
+        Ok(Remote {
             wake,
             notified: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -110,6 +111,11 @@ impl Shared {
         self.notify_if_remote();
     }
 
+    /// Clears the stopped state (`IoService::restart`).
+    pub(crate) fn restart(&self) {
+        self.stopped.store(false, Ordering::Release);
+    }
+
     #[inline]
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
@@ -132,7 +138,7 @@ impl Shared {
 }
 
 pub(crate) struct RunningGuard {
-    previous: *const Shared,
+    previous: *const Remote,
 }
 
 impl Drop for RunningGuard {
@@ -145,52 +151,23 @@ pub(crate) fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the IoService has been dropped")
 }
 
-/// A `Send + Sync` handle to a loop, for other threads: post closures to it and stop it.
-///
-/// ```
-/// let svc = aio::IoService::new()?;
-/// let handle = svc.handle();
-/// std::thread::spawn(move || {
-///     handle.post(|| println!("runs on the loop's thread")).unwrap();
-///     handle.stop();
-/// });
-/// svc.run()?;
-/// # Ok::<(), std::io::Error>(())
-/// ```
-#[derive(Clone)]
-pub struct Handle {
-    pub(crate) shared: Arc<Shared>,
-}
+/// A closure from another thread in the ready queue (see [`RemoteJob`]).
+struct Delivered(RemoteJob);
 
-impl Handle {
-    /// Queues `f` to run on the loop's thread, after the current handler and never inside this call.
-    /// Closures posted from one thread run in the order they were posted.
-    ///
-    /// # Errors
-    /// `BrokenPipe` if the `IoService` has been dropped; `f` is dropped unrun.
-    pub fn post(&self, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        self.shared.post(Box::new(move |_: &crate::LocalHandle| {
-            f();
-            true
-        }))
-    }
-
-    /// Makes `run()` return after the handler now running (if any); later `run()` calls return at once
-    /// until [`IoService::restart`](crate::IoService::restart).
-    pub fn stop(&self) {
-        self.shared.stop();
-    }
-
-    /// Whether `stop()` was called and not yet undone by `restart()`.
-    pub fn is_stopped(&self) -> bool {
-        self.shared.is_stopped()
+impl super::block::Job for Delivered {
+    fn run(self, reactor: &Reactor) -> bool {
+        (self.0)(reactor)
     }
 }
 
-impl std::fmt::Debug for Handle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle")
-            .field("stopped", &self.is_stopped())
-            .finish()
+impl Reactor {
+    /// The wake-up fd fired: queues what other threads posted, in the order they posted it.
+    pub(crate) fn take_remote(&self) {
+        let mut jobs = Vec::new();
+        self.remote.take_remote(&mut jobs);
+        for job in jobs {
+            let block = self.alloc(Delivered(job), self.seq());
+            self.push_job(block.into_job());
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Recycled memory for callback operations.
+//! Recycled memory for operation blocks (see `block`).
 //!
 //! Every `.then(handler)` stores its operation and handler in one heap block until the handler runs.
 //! A loop that serves many connections allocates and frees such blocks in bursts (an event wakes 64
@@ -144,84 +144,63 @@ impl Drop for OpPool {
     }
 }
 
-/// Boxes `value`, in a recycled block when the pool has one of its layout.
-#[inline]
-pub(crate) fn boxed<T>(pool: &mut OpPool, value: T) -> Box<T> {
-    match pool.take(Layout::new::<T>()) {
-        Some(block) => {
-            let ptr = block.cast::<T>().as_ptr();
-            // SAFETY: the block was allocated by the global allocator with `Layout::new::<T>()`
-            // (`take`'s promise), so it is large and aligned enough for a `T`, and a `Box<T>` built on
-            // it frees it with the very layout it was allocated with. It holds no value: writing one
-            // overwrites nothing.
-            unsafe {
-                ptr.write(value);
-                Box::from_raw(ptr)
-            }
-        }
-        None => Box::new(value),
-    }
-}
-
-/// Drops the value in `boxed` where it lies and keeps its block in the pool: for a value whose
-/// parts were already taken out, so that nothing is copied.
-#[inline]
-pub(crate) fn recycle<T>(pool: &mut OpPool, boxed: Box<T>) {
-    let ptr = Box::into_raw(boxed);
-    // SAFETY: `ptr` comes from a live `Box<T>`: it holds an initialised `T` that nothing else owns,
-    // dropped here exactly once; the block is not used as a `T` again.
-    unsafe { std::ptr::drop_in_place(ptr) };
-    if let Some(block) = NonNull::new(ptr.cast::<u8>()) {
-        // SAFETY: a `Box<T>`'s block was allocated by the global allocator with `Layout::new::<T>()`
-        // (or is dangling for a zero-sized `T`, which `put` ignores), and its value was dropped.
-        unsafe { pool.put(block, Layout::new::<T>()) };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A block of `layout` from the pool, or a new one.
+    fn take_or_alloc(pool: &mut OpPool, layout: Layout) -> NonNull<u8> {
+        pool.take(layout).unwrap_or_else(|| {
+            // SAFETY: the layouts used here are not zero-sized.
+            NonNull::new(unsafe { std::alloc::alloc(layout) }).expect("memory")
+        })
+    }
+
     #[test]
     fn blocks_are_reused_by_layout() {
         let mut pool = OpPool::default();
-        let a = boxed(&mut pool, [1u64; 4]);
-        let addr = &*a as *const [u64; 4] as usize;
-        assert_eq!(*a, [1u64; 4]);
-        recycle(&mut pool, a);
-        // Same layout, another type: the same block.
-        let b = boxed(&mut pool, (2u64, 3u64, 4u64, 5u64));
-        assert_eq!(&*b as *const (u64, u64, u64, u64) as usize, addr);
+        let four_words = Layout::new::<[u64; 4]>();
+        let a = take_or_alloc(&mut pool, four_words);
+        // SAFETY: allocated with this layout, holds no value.
+        unsafe { pool.put(a, four_words) };
+        // Same layout: the same block.
+        let b = take_or_alloc(&mut pool, Layout::new::<(u64, u64, u64, u64)>());
+        assert_eq!(a, b);
         // Another layout: a new block.
-        let c = boxed(&mut pool, 7u8);
-        assert_eq!(*c, 7);
-        drop(c);
-        assert_eq!(*b, (2, 3, 4, 5));
-        recycle(&mut pool, b);
-        let z = boxed(&mut pool, ());
-        recycle(&mut pool, z);
+        let one_byte = Layout::new::<u8>();
+        let c = take_or_alloc(&mut pool, one_byte);
+        assert_ne!(c, b);
+        // SAFETY: as above.
+        unsafe {
+            pool.put(b, four_words);
+            pool.put(c, one_byte);
+        }
     }
 
     #[test]
     fn the_pool_is_bounded() {
         let mut pool = OpPool::default();
-        let boxes: Vec<Box<u32>> = (0..MAX_FREE_PER_LAYOUT as u32 + 10)
-            .map(|i| boxed(&mut pool, i))
-            .collect();
-        for b in boxes {
-            recycle(&mut pool, b);
-        }
         // u32 has alignment 4: kept in the searched lists.
-        assert!(direct_index(Layout::new::<u32>()).is_none());
+        let small = Layout::new::<u32>();
+        assert!(direct_index(small).is_none());
+        let blocks: Vec<_> = (0..MAX_FREE_PER_LAYOUT + 10)
+            .map(|_| take_or_alloc(&mut pool, small))
+            .collect();
+        for b in blocks {
+            // SAFETY: allocated with this layout, holds no value.
+            unsafe { pool.put(b, small) };
+        }
         assert_eq!(pool.classes[0].free.len(), MAX_FREE_PER_LAYOUT);
         assert!(pool.classes[0].free.capacity() <= MAX_FREE_PER_LAYOUT);
-        let boxes: Vec<Box<u64>> = (0..MAX_FREE_PER_LAYOUT as u64 + 10)
-            .map(|i| boxed(&mut pool, i))
+        let word = Layout::new::<u64>();
+        let blocks: Vec<_> = (0..MAX_FREE_PER_LAYOUT + 10)
+            .map(|_| take_or_alloc(&mut pool, word))
             .collect();
-        for b in boxes {
-            recycle(&mut pool, b);
+        for b in blocks {
+            // SAFETY: as above.
+            unsafe { pool.put(b, word) };
         }
-        let list = &pool.direct[direct_index(Layout::new::<u64>()).expect("a direct layout")];
+        let list = &pool.direct[direct_index(word).expect("a direct layout")];
         assert_eq!(list.len(), MAX_FREE_PER_LAYOUT);
         assert!(list.capacity() <= MAX_FREE_PER_LAYOUT);
     }

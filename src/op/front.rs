@@ -1,0 +1,297 @@
+//! [`Op`]: one operation, finished with `.then(handler)` or `.await`.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use super::ring::TaskCell;
+use super::{Interest, Operation, attempt_under_borrow, attempt_with_loop, callback};
+use crate::reactor::attempt::Look;
+use crate::reactor::ring::{RingOp, RingStart, TaskSlot};
+use crate::reactor::{Reactor, Token};
+
+/// One asynchronous operation: finish it with [`then`](Op::then) or `.await`.
+///
+/// ```
+/// use aio::{IoService, StreamSocket};
+/// let svc = IoService::new()?;
+/// let (a, b) = StreamSocket::pair(&svc)?;
+/// // Callback style: the handler gets the result first, then the buffer back.
+/// a.write_all(b"ping".to_vec()).then(|(res, _buf)| res.expect("write"));
+/// // Future style: the same kind of value, awaited.
+/// let (res, buf) = svc.block_on(b.read_exact(vec![0u8; 4]));
+/// res?;
+/// assert_eq!(buf, b"ping");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[must_use = "an Op does nothing until it is finished with .then(handler) or .await"]
+pub struct Op<O: Operation> {
+    reactor: Rc<Reactor>,
+    token: Token,
+    /// The operation while this future holds it: `None` once finished, and while the ring's cell
+    /// holds it. Tries work on it in place.
+    op: Option<O>,
+    state: State<O>,
+    background: bool,
+}
+
+enum State<O: Operation> {
+    /// Not started, or woken and about to try again.
+    Idle,
+    /// Made by an object that could not be set up: completes with this error without trying.
+    Failed(io::Error),
+    /// Its waker waits on the direction under `id`, registered under the source's cancel `epoch`.
+    Waiting { id: u32, epoch: u32 },
+    /// On the io_uring ring, under `key`; the cell holds the operation and then its output.
+    Ring { cell: Rc<TaskCell<O>>, key: u32 },
+}
+
+impl<O: Operation> Op<O> {
+    pub(crate) fn new(reactor: &Rc<Reactor>, token: Token, op: O) -> Op<O> {
+        Op {
+            reactor: reactor.clone(),
+            token,
+            op: Some(op),
+            state: State::Idle,
+            background: false,
+        }
+    }
+
+    /// An operation that completes with `err` without trying (its object could not be set up).
+    pub(crate) fn failed(reactor: &Rc<Reactor>, op: O, err: io::Error) -> Op<O> {
+        Op {
+            reactor: reactor.clone(),
+            token: Token::NONE,
+            op: Some(op),
+            state: State::Failed(err),
+            background: false,
+        }
+    }
+
+    /// Marks the operation as background: when finished with [`then`](Op::then), it does not keep
+    /// [`run_until_done`](crate::IoService::run_until_done) running (a signal wait, a housekeeping
+    /// timer). It still completes normally if the loop keeps running.
+    pub fn background(mut self) -> Self {
+        self.background = true;
+        self
+    }
+
+    /// Starts the operation; `handler` runs exactly once, on the loop, with the result, after this
+    /// call has returned. If the `IoService` is dropped first, the handler is dropped without running.
+    #[inline]
+    pub fn then<F>(mut self, handler: F)
+    where
+        F: FnOnce(O::Output) + 'static,
+    {
+        // The common case first, small enough to inline: a fresh operation starts as a callback.
+        if matches!(self.state, State::Idle) {
+            if let Some(op) = self.op.take() {
+                callback::start(&self.reactor, self.token, op, handler, !self.background);
+                return;
+            }
+        }
+        self.then_otherwise(handler);
+    }
+
+    /// [`then`](Op::then) for an operation that was polled or failed before.
+    #[inline(never)]
+    fn then_otherwise<F>(mut self, handler: F)
+    where
+        F: FnOnce(O::Output) + 'static,
+    {
+        let state = std::mem::replace(&mut self.state, State::Idle);
+        let counted = !self.background;
+        let Some(op) = self.op.take() else {
+            if let State::Ring { cell, .. } = state {
+                // A future already on the ring (polled, then turned into a callback): its handler
+                // runs when the kernel answers.
+                cell.then(&self.reactor, Box::new(handler), counted);
+            }
+            return; // finished already: its output went to the poll that finished it
+        };
+        match state {
+            State::Waiting { id, .. } => self.reactor.withdraw(self.token, op.interest(), id),
+            State::Failed(err) => {
+                callback::fail(&self.reactor, op, handler, counted, err);
+                return;
+            }
+            // The ring's cell holds the operation while it is `Ring`: not this case.
+            State::Idle | State::Ring { .. } => {}
+        }
+        callback::start(&self.reactor, self.token, op, handler, counted);
+    }
+
+    /// The operation, to finish it: only called while this future holds it.
+    fn take_op(&mut self) -> O {
+        self.op.take().expect("aio::Op polled after it completed")
+    }
+}
+
+impl<O: Operation> Future for Op<O> {
+    type Output = O::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O::Output> {
+        let this = self.get_mut();
+        match std::mem::replace(&mut this.state, State::Idle) {
+            State::Idle => this.poll_try(None, cx),
+            State::Waiting { id, epoch } => this.poll_try(Some((id, epoch)), cx),
+            State::Failed(err) => Poll::Ready(this.take_op().finish(Err(err))),
+            State::Ring { cell, key } => match cell.poll_output(cx.waker()) {
+                Some(out) => Poll::Ready(out),
+                None => {
+                    this.state = State::Ring { cell, key };
+                    Poll::Pending
+                }
+            },
+        }
+    }
+}
+
+impl<O: Operation> Op<O> {
+    /// A poll that may try the operation: the first (`waiting` is `None`), or one after its waker
+    /// was queued (its id and cancel epoch).
+    #[inline(always)]
+    fn poll_try(&mut self, waiting: Option<(u32, u32)>, cx: &mut Context<'_>) -> Poll<O::Output> {
+        let Some(op) = self.op.as_mut() else {
+            panic!("aio::Op polled after it completed")
+        };
+        let interest = op.interest();
+        let on_ring = O::RING && self.reactor.ring_mode();
+        if on_ring && waiting.is_none() {
+            return self.start_on_ring(cx);
+        }
+        // On the ring, an operation's turn is all it waits for: the kernel waits for readiness.
+        let needs_ready = op.needs_ready() && !on_ring;
+        // A read or write is tried inside the look, under one borrow of the table.
+        let attempt = (!O::TRY_USES_LOOP && !on_ring)
+            .then_some(|source: &mut _| attempt_under_borrow(source, &mut *op));
+        let fd = match self.reactor.look(
+            self.token,
+            interest,
+            needs_ready,
+            waiting,
+            cx.waker(),
+            attempt,
+        ) {
+            Look::Try(fd) => fd,
+            Look::Done(res) => return Poll::Ready(self.take_op().finish(res)),
+            Look::Wait(id, epoch) => {
+                self.state = State::Waiting { id, epoch };
+                return Poll::Pending;
+            }
+            Look::Fail(err) => return Poll::Ready(self.take_op().finish(Err(err))),
+        };
+        if on_ring {
+            // Its turn on the ring came (it waited behind another request of its direction).
+            return self.start_on_ring(cx);
+        }
+        let Some(op) = self.op.as_mut() else {
+            panic!("aio::Op polled after it completed")
+        };
+        match attempt_with_loop(&self.reactor, self.token, fd, op) {
+            Poll::Ready(res) => Poll::Ready(self.take_op().finish(res)),
+            Poll::Pending => self.wait_on(interest, fd, cx),
+        }
+    }
+
+    /// Queues this future's waker on its direction, behind the others (its try said `EAGAIN`, or
+    /// its turn on the ring is still to come), and has `fd` watched when it is given; finishes the
+    /// operation with a closed error if the source is gone.
+    fn wait_on(
+        &mut self,
+        interest: Interest,
+        fd: Option<RawFd>,
+        cx: &mut Context<'_>,
+    ) -> Poll<O::Output> {
+        match self.reactor.wait_in_line(self.token, interest, cx.waker()) {
+            Some((id, epoch)) => {
+                self.reactor.watch_fd(self.token, fd, interest);
+                self.state = State::Waiting { id, epoch };
+                Poll::Pending
+            }
+            None => Poll::Ready(self.take_op().finish(Err(crate::error::closed()))),
+        }
+    }
+
+    /// Puts an awaited operation on the io_uring ring, or in line behind its direction's request.
+    fn start_on_ring(&mut self, cx: &mut Context<'_>) -> Poll<O::Output> {
+        let op = self.take_op();
+        let interest = op.interest();
+        let cell = TaskCell::new(op);
+        let slot: Rc<dyn TaskSlot> = cell.clone();
+        let (slot, closed) = match self
+            .reactor
+            .ring_start(self.token, interest, RingOp::Task(slot))
+        {
+            RingStart::Started(key) => {
+                // Nothing can have finished yet: this only records the waker.
+                let _ = cell.poll_output(cx.waker());
+                self.state = State::Ring { cell, key };
+                return Poll::Pending;
+            }
+            RingStart::Busy(slot) => (slot, false),
+            RingStart::Gone(slot) => (slot, true),
+        };
+        drop(slot);
+        let Some(op) = cell.take_op() else {
+            // Unreachable: only the ring takes the operation out, and it never got it.
+            return Poll::Pending;
+        };
+        if closed {
+            return Poll::Ready(op.finish(Err(self.reactor.gone_error())));
+        }
+        // Its turn comes when the direction's request finishes: no readiness to watch.
+        self.op = Some(op);
+        self.wait_on(interest, None, cx)
+    }
+}
+
+impl<O: Operation> Drop for Op<O> {
+    #[inline]
+    fn drop(&mut self) {
+        // A finished or never-started operation (the common drop, right after its result came)
+        // has nothing to undo: the rest stays out of line.
+        if matches!(self.state, State::Waiting { .. } | State::Ring { .. }) {
+            self.abandon();
+        }
+    }
+}
+
+impl<O: Operation> Op<O> {
+    /// Takes an unfinished operation's waiter out of its line, or asks the kernel to cancel its
+    /// request on the ring (the operation stays in the loop's table until the kernel lets go).
+    #[cold]
+    #[inline(never)]
+    fn abandon(&mut self) {
+        match &self.state {
+            State::Waiting { id, .. } => {
+                if let Some(op) = &self.op {
+                    self.reactor.withdraw(self.token, op.interest(), *id);
+                }
+            }
+            State::Ring { cell, key } if cell.in_flight() => {
+                cell.abandon();
+                self.reactor.ring_cancel(*key);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<O: Operation> std::fmt::Debug for Op<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match (&self.state, &self.op) {
+            (State::Waiting { .. } | State::Ring { .. }, _) => "waiting",
+            (_, Some(_)) => "not started",
+            (_, None) => "done",
+        };
+        f.debug_struct("Op")
+            .field("operation", &std::any::type_name::<O>())
+            .field("state", &state)
+            .finish()
+    }
+}

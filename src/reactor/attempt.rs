@@ -1,0 +1,301 @@
+//! Operations meeting their source: a callback operation started, a future's look when polled, a
+//! waiter queued or withdrawn, and the driver told what to watch.
+//!
+//! The rule everywhere: an operation whose direction is known not ready waits in line without a
+//! syscall; one whose direction may be ready is tried first, under the same lookup when its try does
+//! not use the loop, and waits only when the kernel says `EAGAIN`.
+
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use super::block::{TypedBlock, Waiting};
+use super::line::{PersistentOp, Waiter};
+use super::source::Source;
+use super::{Reactor, Token};
+use crate::driver::{Driver, Interest};
+
+/// What one look at its source tells a polled future (see [`Reactor::look`]).
+pub(crate) enum Look<V> {
+    /// Try the operation now, on this fd.
+    Try(Option<RawFd>),
+    /// Tried inside the look: finished.
+    Done(io::Result<V>),
+    /// Its waker waits (still, or queued now), under this id and cancel epoch.
+    Wait(u32, u32),
+    /// Finish without trying (source gone, or cancelled).
+    Fail(io::Error),
+}
+
+impl Reactor {
+    /// Starts a callback operation on a readiness backend. One look at the source decides: the
+    /// operation is queued at once when its direction is known not ready (no syscall, no second
+    /// lookup), or tried; its handler never runs here (a finished try queues it as a job).
+    #[inline(always)]
+    pub(crate) fn start_op<T: Waiting>(
+        &self,
+        token: Token,
+        interest: Interest,
+        needs_ready: bool,
+        mut block: TypedBlock<T>,
+    ) {
+        let fd = {
+            let mut sources = self.sources.borrow_mut();
+            let Some(source) = sources.get_mut(token) else {
+                drop(sources);
+                block.body_mut().cancel(self.gone_error());
+                self.push_job(block.into_job());
+                return;
+            };
+            let fd = source.raw_fd();
+            let waits = if source.dir(interest).must_wait(needs_ready) {
+                true
+            } else if T::TRIES_UNDER_TABLE {
+                if block.body_mut().retry_in(source) {
+                    drop(sources);
+                    self.push_job(block.into_job());
+                    return;
+                }
+                true
+            } else {
+                false
+            };
+            if waits {
+                let line = &mut source.dir_mut(interest).line;
+                line.push_back(Waiter::Callback(block.into_op()));
+                drop(sources);
+                self.watch_fd(token, fd, interest);
+                return;
+            }
+            fd
+        };
+        // A try that uses the loop (an accept registers the new socket): outside the borrow.
+        if block.body_mut().retry(self, fd) {
+            self.push_job(block.into_job());
+            return;
+        }
+        match self.register(token, interest, Waiter::Callback(block.into_op())) {
+            Ok(_) => self.watch_fd(token, fd, interest),
+            Err(waiter) => self.cancel_waiter_with(waiter, crate::error::closed()),
+        }
+    }
+
+    /// One look at `token`'s source for a polled future: whether it was woken (`waiting` is its
+    /// waiter's id and the cancel epoch it registered under; `None` for a first poll), cancelled, or
+    /// still queued (its waker refreshed), and, for one that may go on, whether its direction is known
+    /// not ready (and `needs_ready`), in which case its waker is queued at once, without trying.
+    ///
+    /// With `attempt` (an operation whose try does not use the loop), one that may go on and whose
+    /// direction may be ready is tried right there, under the same borrow, and queued there if the
+    /// kernel says `EAGAIN`.
+    #[inline(always)]
+    pub(crate) fn look<V>(
+        &self,
+        token: Token,
+        interest: Interest,
+        needs_ready: bool,
+        waiting: Option<(u32, u32)>,
+        waker: &Waker,
+        attempt: Option<impl FnOnce(&mut Source) -> Poll<io::Result<V>>>,
+    ) -> Look<V> {
+        let mut sources = self.sources.borrow_mut();
+        let Some(source) = sources.get_mut(token) else {
+            drop(sources);
+            return Look::Fail(match waiting {
+                Some(_) => crate::error::cancelled(),
+                None => self.gone_error(),
+            });
+        };
+        if let Some((id, epoch)) = waiting {
+            let cancelled = source.cancel_epoch != epoch;
+            let line = &mut source.dir_mut(interest).line;
+            match (line.position_of_task(id), cancelled) {
+                (Some(pos), true) => {
+                    line.remove(pos);
+                    return Look::Fail(crate::error::cancelled());
+                }
+                (None, true) => return Look::Fail(crate::error::cancelled()),
+                (Some(pos), false) => {
+                    if let Some(Waiter::Task { wake, .. }) = line.get_mut(pos) {
+                        if !self.still_wakes(wake, waker) {
+                            *wake = self.task_wake(waker);
+                        }
+                    }
+                    return Look::Wait(id, epoch);
+                }
+                (None, false) => {} // woken: go on
+            }
+        }
+        let fd = source.raw_fd();
+        let epoch = source.cancel_epoch;
+        // A future woken from its line goes on even when a persistent read holds the line now.
+        let dir = source.dir(interest);
+        let must_wait = match attempt {
+            _ if needs_ready
+                && (!dir.ready || (waiting.is_none() && dir.line.held_by_persistent())) =>
+            {
+                true
+            }
+            Some(attempt) => match attempt(source) {
+                Poll::Ready(res) => return Look::Done(res),
+                Poll::Pending => true,
+            },
+            None => false,
+        };
+        if !must_wait {
+            return Look::Try(fd);
+        }
+        let id = self.next_waiter_id();
+        source.dir_mut(interest).line.push_back(Waiter::Task {
+            id,
+            seq: self.seq(),
+            wake: self.task_wake(waker),
+        });
+        drop(sources);
+        self.watch_fd(token, fd, interest);
+        Look::Wait(id, epoch)
+    }
+
+    /// Queues a future's waker behind the others (its try said `EAGAIN`, or its turn on the ring is
+    /// still to come): its id and the source's cancel epoch, or `None` if the source is gone.
+    pub(crate) fn wait_in_line(
+        &self,
+        token: Token,
+        interest: Interest,
+        waker: &Waker,
+    ) -> Option<(u32, u32)> {
+        let id = self.next_waiter_id();
+        let waiter = Waiter::Task {
+            id,
+            seq: self.seq(),
+            wake: self.task_wake(waker),
+        };
+        self.register(token, interest, waiter)
+            .ok()
+            .map(|epoch| (id, epoch))
+    }
+
+    /// Queues a waiter; returns the source's cancel epoch, or the waiter back if the source is gone.
+    pub(crate) fn register(
+        &self,
+        token: Token,
+        interest: Interest,
+        waiter: Waiter,
+    ) -> Result<u32, Waiter> {
+        let mut sources = self.sources.borrow_mut();
+        match sources.get_mut(token) {
+            Some(source) => {
+                source.dir_mut(interest).line.push_back(waiter);
+                Ok(source.cancel_epoch)
+            }
+            None => Err(waiter),
+        }
+    }
+
+    /// Removes a future's waiter (the future was dropped or turned into a callback).
+    pub(crate) fn withdraw(&self, token: Token, interest: Interest, id: u32) {
+        let mut sources = self.sources.borrow_mut();
+        if let Some(source) = sources.get_mut(token) {
+            let line = &mut source.dir_mut(interest).line;
+            if let Some(pos) = line.position_of_task(id) {
+                line.remove(pos);
+            }
+        }
+    }
+
+    /// A waiter was just queued on `interest` of `token`, whose fd is `fd`: makes sure the driver
+    /// reports that direction's next edge. On epoll an fd is watched for reading from its
+    /// registration on, and for writing once a write first has to wait: most sockets never do, and
+    /// their events then carry no write half for the dispatch to settle. On io_uring this arms the
+    /// fd's poll request; on poll it puts the direction in the pollfd set, unless a back-off mutes
+    /// it. Called with the source table released.
+    #[inline(always)]
+    pub(crate) fn watch_fd(&self, token: Token, fd: Option<RawFd>, interest: Interest) {
+        if self.ring || self.level_triggered || interest == Interest::Write {
+            self.tell_driver_to_watch(token, fd, interest);
+        }
+    }
+
+    #[inline(never)]
+    fn tell_driver_to_watch(&self, token: Token, fd: Option<RawFd>, interest: Interest) {
+        let Some(fd) = fd else {
+            return;
+        };
+        if self.level_triggered
+            && self
+                .sources
+                .borrow()
+                .get(token)
+                .is_some_and(|s| s.backoff_until(interest).is_some())
+        {
+            return; // the end of the back-off serves the line and watches it again
+        }
+        // SAFETY: every caller looked `fd` up in `token`'s live source and ran no user code since (a
+        // source's fd closes only through `remove_source`, which user code calls), so it is open.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        self.driver.borrow_mut().watch(fd, token, interest);
+    }
+}
+
+/// Whether `op`, a waiter of a line, is the persistent operation `this`.
+fn is_op<T: PersistentOp>(op: &Rc<dyn PersistentOp>, this: &T) -> bool {
+    std::ptr::eq(Rc::as_ptr(op) as *const (), this as *const T as *const ())
+}
+
+impl Source {
+    /// Whether the persistent operation `this` is first in the read line.
+    pub(crate) fn first_in_line<T: PersistentOp>(&self, this: &T) -> bool {
+        matches!(self.read.line.first(), Some(Waiter::Persistent(op)) if is_op(op, this))
+    }
+}
+
+impl Reactor {
+    /// Puts the persistent read `op` (named `name` in errors) of `token`'s source, with a buffer of
+    /// `total` bytes, at the end of its read line: `Ok(true)` when it is first in line on a direction
+    /// that may be ready, so that it should read without waiting for an event (otherwise an event, or
+    /// the end of the operations ahead of it, serves it); the error when it cannot go in.
+    pub(crate) fn join_line(
+        &self,
+        token: Token,
+        total: usize,
+        op: Rc<dyn PersistentOp>,
+        name: &str,
+    ) -> io::Result<bool> {
+        if total == 0 {
+            // A zero-length read would report an end of stream that never came.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name} needs a buffer with room for at least one byte"),
+            ));
+        }
+        let mut sources = self.sources.borrow_mut();
+        let Some(source) = sources.get_mut(token) else {
+            drop(sources);
+            return Err(self.gone_error());
+        };
+        let fd = source.raw_fd();
+        let dir = source.dir_mut(Interest::Read);
+        let read_now = dir.line.is_empty() && dir.ready;
+        dir.line.push_back(Waiter::Persistent(op));
+        drop(sources);
+        self.watch_fd(token, fd, Interest::Read);
+        Ok(read_now)
+    }
+
+    /// Takes the persistent operation `this` out of `token`'s read line (if it is still there), then
+    /// serves the operations queued behind it if the direction is ready.
+    pub(crate) fn leave_line<T: PersistentOp>(&self, token: Token, this: &T) {
+        let serve_next = {
+            let mut sources = self.sources.borrow_mut();
+            sources.get_mut(token).is_some_and(|source| {
+                let dir = source.dir_mut(Interest::Read);
+                dir.line.remove_persistent(|op| is_op(op, this));
+                dir.ready && !dir.line.is_empty()
+            })
+        };
+        if serve_next {
+            self.serve(token, Interest::Read, false);
+        }
+    }
+}

@@ -6,12 +6,11 @@
 //! queued before it is still waiting, otherwise from the ready queue.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
-use super::{Cx, Operation, RingEntry, attempt_under_borrow, attempt_with_loop, settle};
-use crate::reactor::block::{Job, Waiting};
-use crate::reactor::source::Source;
+use super::{Cx, Operation, RingEntry, attempt_on, attempt_with_loop, settle};
+use crate::reactor::block::{Attempt, Job, Waiting};
 use crate::reactor::{Reactor, Token};
 
 /// A callback operation in its block.
@@ -112,12 +111,12 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> Waiting for CallbackOp<O, F> 
     }
 
     #[inline(always)]
-    fn retry_in(&mut self, source: &mut Source) -> bool {
+    fn retry_in(&mut self, fd: Option<BorrowedFd<'_>>) -> (bool, Attempt) {
         if self.result.is_some() {
-            return true;
+            return (true, Attempt::default());
         }
-        let step = attempt_under_borrow(source, &mut self.op);
-        settle(&mut self.result, step)
+        let (step, attempt) = attempt_on(fd, &mut self.op);
+        (settle(&mut self.result, step), attempt)
     }
 
     fn cancel(&mut self, err: io::Error) {

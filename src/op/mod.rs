@@ -48,7 +48,8 @@ use std::time::Duration;
 
 pub use crate::driver::Interest;
 pub use crate::driver::uring::RingEntry;
-use crate::reactor::source::{Attempt, Source};
+use crate::reactor::block::Attempt;
+use crate::reactor::source::Source;
 use crate::reactor::{Reactor, Token};
 
 /// What an operation's try may use and report.
@@ -118,27 +119,35 @@ impl<'a> Cx<'a> {
     }
 }
 
-/// One try of `op` on `source`'s fd, under the borrow of the table that found it (an operation
-/// whose try does not use the loop: [`Operation::TRY_USES_LOOP`] false); then the source takes in
-/// what the syscall said.
+/// One try of `op` on `fd`, looked up under the borrow of the table that still holds it (an
+/// operation whose try does not use the loop: [`Operation::TRY_USES_LOOP`] false): its outcome, and
+/// what the syscall said for the source to take in.
+#[inline(always)]
+pub(crate) fn attempt_on<O: Operation>(
+    fd: Option<BorrowedFd<'_>>,
+    op: &mut O,
+) -> (Poll<io::Result<O::Value>>, Attempt) {
+    debug_assert!(!O::TRY_USES_LOOP);
+    let mut cx = Cx {
+        fd,
+        reactor: None,
+        drained: false,
+        retry_after: None,
+    };
+    let step = op.attempt(&mut cx);
+    let attempt = cx.attempt(step.is_pending());
+    (step, attempt)
+}
+
+/// [`attempt_on`] `source`'s fd, under the borrow of the table that found it; then the source takes
+/// in what the syscall said.
 #[inline(always)]
 pub(crate) fn attempt_under_borrow<O: Operation>(
     source: &mut Source,
     op: &mut O,
 ) -> Poll<io::Result<O::Value>> {
-    debug_assert!(!O::TRY_USES_LOOP);
     let interest = op.interest();
-    let (step, attempt) = {
-        let mut cx = Cx {
-            fd: source.fd(),
-            reactor: None,
-            drained: false,
-            retry_after: None,
-        };
-        let step = op.attempt(&mut cx);
-        let attempt = cx.attempt(step.is_pending());
-        (step, attempt)
-    };
+    let (step, attempt) = attempt_on(source.fd(), op);
     source.after_attempt(interest, attempt);
     step
 }

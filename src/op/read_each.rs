@@ -14,7 +14,7 @@ use std::task::Poll;
 
 use super::{ReadSome, attempt_under_borrow};
 use crate::buf::IoBufMut;
-use crate::reactor::line::PersistentOp;
+use crate::reactor::source::PersistentOp;
 use crate::reactor::wake::TaskRef;
 use crate::reactor::{Reactor, Source, Token};
 

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use super::{Interest, ReadSome, attempt_under_borrow};
 use crate::buf::IoBufMut;
-use crate::reactor::line::PersistentOp;
+use crate::reactor::source::PersistentOp;
 use crate::reactor::wake::{TaskRef, TaskWake};
 use crate::reactor::{Reactor, Source, Token};
 

@@ -11,8 +11,8 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use super::block::{TypedBlock, Waiting};
-use super::line::{PersistentOp, Waiter};
 use super::source::Source;
+use super::source::{PersistentOp, Waiter};
 use super::{Reactor, Token};
 use crate::driver::{Driver, Interest};
 
@@ -52,7 +52,9 @@ impl Reactor {
             let waits = if source.dir(interest).must_wait(needs_ready) {
                 true
             } else if T::TRIES_UNDER_TABLE {
-                if block.body_mut().retry_in(source) {
+                let (done, attempt) = block.body_mut().retry_in(source.fd());
+                source.after_attempt(interest, attempt);
+                if done {
                     drop(sources);
                     self.push_job(block.into_job());
                     return;

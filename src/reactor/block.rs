@@ -12,15 +12,14 @@
 //! drops the job unrun (the loop is gone) and frees the block.
 
 use std::alloc::Layout;
-use std::cell::{Cell, RefMut};
+use std::cell::Cell;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use super::dispatch::{Serving, serve_op};
-use super::{Reactor, Source};
+use super::Reactor;
 use crate::driver::uring::RingEntry;
 
 /// What a block holds: run once when its turn comes.
@@ -43,9 +42,10 @@ pub(crate) trait Waiting: Job {
     /// (`None` for a source without an fd), outside the table's borrow; true once finished (the
     /// result kept for [`Job::run`]).
     fn retry(&mut self, reactor: &Reactor, fd: Option<RawFd>) -> bool;
-    /// [`retry`](Waiting::retry) under the borrow of the table that found `source` (only when
-    /// [`TRIES_UNDER_TABLE`](Waiting::TRIES_UNDER_TABLE)); true once finished.
-    fn retry_in(&mut self, source: &mut Source) -> bool;
+    /// [`retry`](Waiting::retry) under the borrow of the table that found the source, on its `fd`
+    /// (only when [`TRIES_UNDER_TABLE`](Waiting::TRIES_UNDER_TABLE)): true once finished, and what
+    /// the syscall said, for the source to take in.
+    fn retry_in(&mut self, fd: Option<BorrowedFd<'_>>) -> (bool, Attempt);
     /// Keeps `err` as its result (cancellation), unless it has finished already.
     fn cancel(&mut self, err: io::Error);
     /// The ring request for its next step on `fd`.
@@ -53,6 +53,18 @@ pub(crate) trait Waiting: Job {
     /// The kernel's answer to its request: whether it finished (or needs another request), and a
     /// back-off its direction is to wait before the next one.
     fn on_cqe(&mut self, res: i32) -> (bool, Option<Duration>);
+}
+
+/// What one syscall on a direction said (see `Source::after_attempt`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Attempt {
+    /// The kernel said `EAGAIN`: the operation waits.
+    pub(crate) would_block: bool,
+    /// A short read or write: the direction is probably drained (a hint, see
+    /// `Source::drain_hint_holds`).
+    pub(crate) drained: bool,
+    /// A back-off started (no try before it ends, event or not).
+    pub(crate) backing_off: bool,
 }
 
 /// What every block starts with.
@@ -79,12 +91,13 @@ pub(crate) struct VTable {
     run: unsafe fn(NonNull<Header>, &Reactor) -> bool,
     /// Drops the job unrun and frees the block.
     drop: unsafe fn(NonNull<Header>),
-    /// The rest only for operations ([`OpPtr`]): see [`Waiting`] and `dispatch::serve_op`.
-    serve: unsafe fn(OpPtr, &Reactor, RefMut<'_, Source>, Serving) -> bool,
+    /// The rest only for operations ([`OpPtr`]): see [`Waiting`].
     retry: unsafe fn(NonNull<Header>, &Reactor, Option<RawFd>) -> bool,
+    retry_in: unsafe fn(NonNull<Header>, Option<BorrowedFd<'_>>) -> (bool, Attempt),
     cancel: unsafe fn(NonNull<Header>, io::Error),
     prepare: unsafe fn(NonNull<Header>, RawFd) -> Option<RingEntry>,
     on_cqe: unsafe fn(NonNull<Header>, i32) -> (bool, Option<Duration>),
+    tries_under_table: bool,
     on_ring: bool,
 }
 
@@ -95,11 +108,12 @@ impl<T: Job> Table<T> {
     const JOB: VTable = VTable {
         run: run::<T>,
         drop: drop_block::<T>,
-        serve: not_an_op_serve,
         retry: not_an_op_retry,
+        retry_in: not_an_op_retry_in,
         cancel: not_an_op_cancel,
         prepare: not_an_op_prepare,
         on_cqe: not_an_op_cqe,
+        tries_under_table: false,
         on_ring: false,
     };
 }
@@ -108,11 +122,12 @@ impl<T: Waiting> Table<T> {
     const OP: VTable = VTable {
         run: run::<T>,
         drop: drop_block::<T>,
-        serve: serve_op::<T>,
         retry: retry::<T>,
+        retry_in: retry_in::<T>,
         cancel: cancel::<T>,
         prepare: prepare::<T>,
         on_cqe: on_cqe::<T>,
+        tries_under_table: T::TRIES_UNDER_TABLE,
         on_ring: T::RING,
     };
 }
@@ -172,6 +187,16 @@ unsafe fn retry<T: Waiting>(header: NonNull<Header>, reactor: &Reactor, fd: Opti
 
 /// # Safety
 /// As for [`retry`].
+unsafe fn retry_in<T: Waiting>(
+    header: NonNull<Header>,
+    fd: Option<BorrowedFd<'_>>,
+) -> (bool, Attempt) {
+    // SAFETY: passed on from the caller.
+    unsafe { body::<T>(header) }.retry_in(fd)
+}
+
+/// # Safety
+/// As for [`retry`].
 unsafe fn cancel<T: Waiting>(header: NonNull<Header>, err: io::Error) {
     // SAFETY: passed on from the caller.
     unsafe { body::<T>(header) }.cancel(err)
@@ -193,10 +218,10 @@ unsafe fn on_cqe<T: Waiting>(header: NonNull<Header>, res: i32) -> (bool, Option
 
 // A job that is not an operation is never in a line or on the ring: only an `OpPtr` calls these,
 // and an `OpPtr` is made only from a `Waiting` block (`TypedBlock::into_op`).
-fn not_an_op_serve(_: OpPtr, _: &Reactor, _: RefMut<'_, Source>, _: Serving) -> bool {
-    unreachable!("a plain job is never served as an operation")
-}
 fn not_an_op_retry(_: NonNull<Header>, _: &Reactor, _: Option<RawFd>) -> bool {
+    unreachable!("a plain job is never tried")
+}
+fn not_an_op_retry_in(_: NonNull<Header>, _: Option<BorrowedFd<'_>>) -> (bool, Attempt) {
     unreachable!("a plain job is never tried")
 }
 fn not_an_op_cancel(_: NonNull<Header>, _: io::Error) {
@@ -281,16 +306,6 @@ impl OpPtr {
         unsafe { self.0.as_ref().vtable }
     }
 
-    /// The operation itself.
-    ///
-    /// # Safety
-    /// The block holds a `T` (its table is `T`'s).
-    #[inline(always)]
-    pub(crate) unsafe fn body_mut<T>(&mut self) -> &mut T {
-        // SAFETY: passed on from the caller; the block is live and owned by this pointer.
-        unsafe { body::<T>(self.0) }
-    }
-
     /// The loop's count of queued jobs when the operation started waiting.
     #[inline(always)]
     pub(crate) fn seq(&self) -> u32 {
@@ -298,18 +313,11 @@ impl OpPtr {
         unsafe { self.0.as_ref().seq.get() }
     }
 
-    /// Serves the operation, taken from the head of its line with `source` still borrowed (see
-    /// `dispatch::serve_op`): one dynamic call for the try, the checks and the handler.
+    /// Whether its try may run under the borrow of the source table (see
+    /// [`Waiting::TRIES_UNDER_TABLE`]).
     #[inline(always)]
-    pub(crate) fn serve(
-        self,
-        reactor: &Reactor,
-        source: RefMut<'_, Source>,
-        serving: Serving,
-    ) -> bool {
-        let serve = self.vtable().serve;
-        // SAFETY: `serve` is the operation's own (an `OpPtr` is made only from a `Waiting` block).
-        unsafe { serve(self, reactor, source, serving) }
+    pub(crate) fn tries_under_table(&self) -> bool {
+        self.vtable().tries_under_table
     }
 
     /// See [`Waiting::retry`].
@@ -317,6 +325,13 @@ impl OpPtr {
     pub(crate) fn retry(&mut self, reactor: &Reactor, fd: Option<RawFd>) -> bool {
         // SAFETY: the table is the block's own, and the block is live and borrowed for the call.
         unsafe { (self.vtable().retry)(self.0, reactor, fd) }
+    }
+
+    /// See [`Waiting::retry_in`].
+    #[inline(always)]
+    pub(crate) fn retry_in(&mut self, fd: Option<BorrowedFd<'_>>) -> (bool, Attempt) {
+        // SAFETY: as for `retry`.
+        unsafe { (self.vtable().retry_in)(self.0, fd) }
     }
 
     /// See [`Waiting::cancel`].

@@ -8,24 +8,23 @@
 
 use std::cell::RefMut;
 
-use super::block::{OpPtr, Waiting};
-use super::line::Waiter;
-use super::source::{EventOutcome, Source};
+use super::block::OpPtr;
+use super::source::{EventOutcome, Source, Waiter};
 use super::wake::TaskRef;
 use super::{Reactor, Token};
 use crate::driver::{Driver, Event, Interest, Readiness};
 
 /// How a callback operation taken from the head of its direction's line is served (see
-/// [`serve_op`]).
+/// [`Reactor::serve_op`]).
 #[derive(Clone, Copy)]
-pub(crate) struct Serving {
-    pub(crate) token: Token,
-    pub(crate) interest: Interest,
+struct Serving {
+    token: Token,
+    interest: Interest,
     /// Others wait behind it.
-    pub(crate) more: bool,
+    more: bool,
     /// Its handler may run right here (it is the first and only one served in this call, and the
     /// caller allows it).
-    pub(crate) inline: bool,
+    inline: bool,
 }
 
 impl Reactor {
@@ -159,8 +158,8 @@ impl Reactor {
                     self.wake_task(wake);
                     more
                 }
-                Waiter::Callback(op) => op.serve(
-                    self,
+                Waiter::Callback(op) => self.serve_op(
+                    op,
                     source,
                     Serving {
                         token,
@@ -214,52 +213,45 @@ impl Reactor {
     }
 }
 
-/// Serves a callback operation taken from the head of its line, `source` still borrowed: tries it
-/// (under the borrow if its try does not use the loop), then runs its handler right here (the first
-/// and only waiter served, when [`Reactor::may_complete_here`] allows), queues it, or puts it back
-/// first in line. True when others wait behind it and it did not have to wait again.
-///
-/// The `serve` entry of `T`'s function table: one dynamic call per waiter served.
-///
-/// # Safety
-/// `op` is a block of `T` (its table is `T`'s).
-pub(crate) unsafe fn serve_op<T: Waiting>(
-    mut op: OpPtr,
-    reactor: &Reactor,
-    mut source: RefMut<'_, Source>,
-    serving: Serving,
-) -> bool {
-    // SAFETY: the caller guarantees the block holds a `T`.
-    let body = unsafe { op.body_mut::<T>() };
-    let done = if T::TRIES_UNDER_TABLE {
-        let done = body.retry_in(&mut source);
-        drop(source);
-        done
-    } else {
-        let fd = source.raw_fd();
-        drop(source);
-        // The fd was read under the borrow just released, and nothing ran since.
-        body.retry(reactor, fd)
-    };
-    if !done {
-        // Still not ready: it keeps its place at the head of the line.
-        let mut sources = reactor.sources.borrow_mut();
-        match sources.get_mut(serving.token) {
-            Some(source) => source
-                .dir_mut(serving.interest)
-                .line
-                .push_front(Waiter::Callback(op)),
-            None => {
-                drop(sources);
-                reactor.cancel_waiter(Waiter::Callback(op));
+impl Reactor {
+    /// Serves a callback operation taken from the head of its line, `source` still borrowed: tries
+    /// it (under the borrow if its try does not use the loop), then runs its handler right here (the
+    /// first and only waiter served, when [`may_complete_here`](Reactor::may_complete_here) allows),
+    /// queues it, or puts it back first in line. True when others wait behind it and it did not have
+    /// to wait again.
+    #[inline(always)]
+    fn serve_op(&self, mut op: OpPtr, mut source: RefMut<'_, Source>, serving: Serving) -> bool {
+        let done = if op.tries_under_table() {
+            let (done, attempt) = op.retry_in(source.fd());
+            source.after_attempt(serving.interest, attempt);
+            drop(source);
+            done
+        } else {
+            let fd = source.raw_fd();
+            drop(source);
+            // The fd was read under the borrow just released, and nothing ran since.
+            op.retry(self, fd)
+        };
+        if !done {
+            // Still not ready: it keeps its place at the head of the line.
+            let mut sources = self.sources.borrow_mut();
+            match sources.get_mut(serving.token) {
+                Some(source) => source
+                    .dir_mut(serving.interest)
+                    .line
+                    .push_front(Waiter::Callback(op)),
+                None => {
+                    drop(sources);
+                    self.cancel_waiter(Waiter::Callback(op));
+                }
             }
+            return false;
         }
-        return false;
+        if serving.inline && !serving.more && self.may_complete_here(op.seq()) {
+            op.complete(self);
+            return false;
+        }
+        self.push_job(op.into_job());
+        serving.more
     }
-    if serving.inline && !serving.more && reactor.may_complete_here(op.seq()) {
-        op.complete(reactor);
-        return false;
-    }
-    reactor.push_job(op.into_job());
-    serving.more
 }

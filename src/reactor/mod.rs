@@ -6,8 +6,8 @@
 //! - [`source`]: the table of sources (`Token` → fd, per-direction readiness, the lines of waiting
 //!   operations). A direction's readiness is a small state machine changed by two things only: an
 //!   event ([`Source::on_event`]) and the outcome of a syscall ([`Source::after_attempt`]).
-//! - [`line`]: the operations waiting on one direction, in order: a future's waker, a callback
-//!   operation's block, or a persistent read that stays first in line.
+//! - [`line`]: the operations waiting on one direction, in order ([`source::Waiter`]: a future's
+//!   waker, a callback operation's block, or a persistent read that stays first in line).
 //! - [`block`]: operation blocks, Asio's `operation`: one pool block per callback operation (or
 //!   posted closure) holding a small header (next pointer, function table, sequence number) and the
 //!   operation and its handler in place. Waiter lines and the ready queue hold thin pointers.
@@ -21,13 +21,14 @@
 //!   touch), [`wake`] (tasks as the reactor sees them), [`pool`] (recycled blocks), [`fork`].
 //!
 //! The reactor knows nothing above it: the operations it holds are type-erased behind their
-//! blocks' function tables ([`block::Waiting`], [`line::PersistentOp`]); the service's executor is
+//! blocks' function tables ([`block::Waiting`], [`source::PersistentOp`]); the service's executor is
 //! reached only through [`TaskRef`]s it queues and hands back. Beneath it the driver only watches
 //! fds and reports events.
 
 pub(crate) mod attempt;
 pub(crate) mod block;
 pub(crate) mod dispatch;
+pub(crate) mod fd;
 pub(crate) mod fork;
 pub(crate) mod line;
 pub(crate) mod pool;
@@ -44,7 +45,8 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-pub(crate) use self::source::{FdSlot, HookedFd, Source};
+pub(crate) use self::fd::{FdSlot, HookedFd};
+pub(crate) use self::source::Source;
 pub(crate) use crate::driver::Token;
 use crate::driver::{AnyDriver, Backend};
 use block::JobQueue;

@@ -4,8 +4,10 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 
-use super::line::{Resume, Waiter};
-use super::source::{Attempt, FdSlot, Source};
+use super::block::Attempt;
+use super::fd::FdSlot;
+use super::source::Source;
+use super::source::{Resume, Waiter};
 use super::{Reactor, Token};
 use crate::driver::{Driver, Interest};
 
@@ -122,8 +124,8 @@ impl Reactor {
         }
     }
 
-    /// Queues a persistent operation's turn to hand over what it has (see `line::PersistentOp`).
-    pub(crate) fn resume_later(&self, op: std::rc::Rc<dyn super::line::PersistentOp>) {
+    /// Queues a persistent operation's turn to hand over what it has (see `source::PersistentOp`).
+    pub(crate) fn resume_later(&self, op: std::rc::Rc<dyn super::source::PersistentOp>) {
         let job = self.alloc(Resume(op), self.seq());
         self.push_job(job.into_job());
     }

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::block::OpPtr;
-use super::line::Waiter;
+use super::source::Waiter;
 use super::{Reactor, Token};
 use crate::driver::Interest;
 use crate::driver::uring::RingEntry;

@@ -5,94 +5,127 @@
 //! is one removal and no fd can be closed twice. A token carries a generation: an operation or event
 //! that names a closed source finds nothing, even when the fd number was reused by a new object.
 //!
+//! Each direction has a line of [`Waiter`]s (see `line`): a future, a callback operation's block, or
+//! a persistent read that stays first in line.
+//!
 //! A direction's readiness is one flag, `ready` ("a syscall may succeed: try before waiting"), and
 //! it changes in two places only: an event sets it ([`Source::on_event`]), and a syscall that says
 //! `EAGAIN` (or proves the direction drained) clears it ([`Source::after_attempt`]). That is what
 //! edge triggering requires: the loop waits for an edge only after the kernel said there is nothing.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::cell::RefMut;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::rc::Rc;
 use std::time::Instant;
 
 use slab::Slab;
 
-use super::Token;
+use super::block::{Attempt, OpPtr};
+use super::fd::FdSlot;
 use super::line::Line;
+use super::wake::{TaskRef, TaskWake};
+use super::{Reactor, Token};
 use crate::driver::Interest;
 
-/// The fd of a source: owned (closed when the source goes), attached (the caller keeps it open), or
-/// none at all (a timer or completion, made ready by the loop itself).
-pub(crate) enum FdSlot {
-    Owned(OwnedFd),
-    /// Owned, with a hook that runs right before the fd closes (a socket's `on_close`). Boxed: few
-    /// sockets have hooks, and every source pays for the largest variant.
-    Hooked(Box<HookedFd>),
-    Attached(RawFd),
-    Virtual,
+/// One operation waiting for a direction to become ready.
+pub(crate) enum Waiter {
+    /// A future: woken, it tries its syscall again when polled. `id` lets a dropped future withdraw;
+    /// `seq` is the loop's count of queued jobs when it started waiting (see
+    /// [`Reactor::may_complete_here`]).
+    Task { id: u32, seq: u32, wake: TaskWake },
+    /// A callback operation: the loop tries it again itself.
+    Callback(OpPtr),
+    /// A persistent read (`read_each`, `read_stream`): it stays first in line, served in place for
+    /// every chunk, until it ends or is cancelled.
+    Persistent(Rc<dyn PersistentOp>),
 }
 
-impl FdSlot {
+/// An operation that stays first in its direction's line while it lasts (`op::read_each`,
+/// `op::read_stream`).
+pub(crate) trait PersistentOp {
+    /// Its direction is ready and it is first in line: reads under the borrow of `source` (from the
+    /// lookup that found it), then hands the chunk over right here when `inline` allows (see
+    /// [`Reactor::may_complete_here`]), or in a job. Returns the task to poll right here, if the chunk
+    /// goes to a task of this loop that may run now.
+    fn serve(
+        self: Rc<Self>,
+        reactor: &Reactor,
+        source: RefMut<'_, Source>,
+        inline: bool,
+    ) -> Option<TaskRef>;
+    /// Taken out of its line by `cancel()` or a close: ends with `err`, handed over by a job.
+    fn cancel(self: Rc<Self>, reactor: &Reactor, err: io::Error);
+    /// A job: hands over what an earlier read or a cancellation left, then reads on if its
+    /// direction is ready.
+    fn resume(self: Rc<Self>, reactor: &Reactor);
+    /// Whether a level-triggered backend should watch its direction now: false while it will read
+    /// without an event anyway (and could not use one), so that the loop does not spin on a
+    /// readiness nobody takes.
+    fn wants_events(&self) -> bool {
+        true
+    }
+}
+
+/// A persistent operation's turn in the ready queue (see [`PersistentOp::resume`]).
+pub(crate) struct Resume(pub(crate) Rc<dyn PersistentOp>);
+
+impl super::block::Job for Resume {
+    fn run(self, reactor: &Reactor) -> bool {
+        self.0.resume(reactor);
+        true
+    }
+}
+
+/// The waiters of one direction.
+pub(crate) type WaiterLine = Line<Waiter>;
+
+impl Line<Waiter> {
+    /// Whether a persistent operation holds the line (see `op::read_each`): one started now queues
+    /// behind it, even on a ready direction, instead of taking the bytes it is reading.
+    #[inline(always)]
+    pub(crate) fn held_by_persistent(&self) -> bool {
+        matches!(self.first(), Some(Waiter::Persistent(_)))
+    }
+
+    /// Whether the line waits for an event: it has a waiter, and the first is not a persistent
+    /// operation that reads on without one (see [`PersistentOp::wants_events`]).
+    pub(crate) fn wants_events(&self) -> bool {
+        match self.first() {
+            None => false,
+            Some(Waiter::Persistent(op)) => op.wants_events(),
+            Some(_) => true,
+        }
+    }
+
+    /// Takes the first waiter out when it is the only one and a future polled by a task of this loop
+    /// (see [`TaskWake::Local`]) and `may` says so of its `seq`: its task. Otherwise leaves the line
+    /// as it is.
+    #[inline(always)]
+    pub(crate) fn take_lone_local_task(
+        &mut self,
+        may: impl FnOnce(u32) -> bool,
+    ) -> Option<TaskRef> {
+        // A local wake owns nothing: the waiter is forgotten, no drop code runs for it here.
+        self.take_lone(|w| match w {
+            Waiter::Task {
+                wake: TaskWake::Local(task),
+                seq,
+                ..
+            } if may(*seq) => Some(*task),
+            _ => None,
+        })
+    }
+
+    /// Where the future waiter `id` is queued, if it still is (not woken yet).
     #[inline]
-    pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
-        match self {
-            FdSlot::Owned(fd) => Some(fd.as_fd()),
-            FdSlot::Hooked(fd) => Some(fd.as_fd()),
-            // SAFETY: `IoDevice::attach` is an `unsafe fn` whose caller promised to keep the fd open
-            // for as long as it stays attached, i.e. while this slot exists.
-            FdSlot::Attached(fd) => Some(unsafe { BorrowedFd::borrow_raw(*fd) }),
-            FdSlot::Virtual => None,
-        }
+    pub(crate) fn position_of_task(&self, id: u32) -> Option<usize> {
+        self.position(|w| matches!(w, Waiter::Task { id: i, .. } if *i == id))
     }
 
-    /// The fd, handed back without closing it (and without its close hook): `None` for an attached
-    /// fd (never ours) or a virtual source.
-    pub(crate) fn into_owned(self) -> Option<OwnedFd> {
-        match self {
-            FdSlot::Owned(fd) => Some(fd),
-            FdSlot::Hooked(fd) => Some((*fd).into_fd()),
-            FdSlot::Attached(_) | FdSlot::Virtual => None,
-        }
-    }
-}
-
-/// The hook a [`HookedFd`] runs before its fd closes.
-pub(crate) type CloseHook = Box<dyn FnOnce(BorrowedFd<'_>)>;
-
-/// An owned fd with a hook that runs right before it closes, whatever closes it (a socket's
-/// `on_close`: see `net::hooks`). Handing the fd out ([`into_fd`](HookedFd::into_fd)) drops the hook
-/// unrun: the fd is not closed, so it is not the loop's to announce.
-pub(crate) struct HookedFd {
-    /// `None` only once handed out.
-    fd: Option<OwnedFd>,
-    on_close: Option<CloseHook>,
-}
-
-impl HookedFd {
-    pub(crate) fn new(fd: OwnedFd, on_close: CloseHook) -> HookedFd {
-        HookedFd {
-            fd: Some(fd),
-            on_close: Some(on_close),
-        }
-    }
-
-    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd
-            .as_ref()
-            .expect("a live HookedFd has its fd")
-            .as_fd()
-    }
-
-    pub(crate) fn into_fd(mut self) -> OwnedFd {
-        self.on_close = None;
-        self.fd.take().expect("a live HookedFd has its fd")
-    }
-}
-
-impl Drop for HookedFd {
-    fn drop(&mut self) {
-        if let (Some(fd), Some(hook)) = (self.fd.as_ref(), self.on_close.take()) {
-            hook(fd.as_fd());
-        }
-        // `self.fd` closes after this, when the field drops.
+    /// Takes the persistent operation that `is_it` recognises out of the line, if it is there.
+    pub(crate) fn remove_persistent(&mut self, is_it: impl Fn(&Rc<dyn PersistentOp>) -> bool) {
+        self.remove_first(|w| matches!(w, Waiter::Persistent(p) if is_it(p)));
     }
 }
 
@@ -109,7 +142,7 @@ pub(crate) struct Direction {
     /// further edge will come, so a short read or write no longer proves the direction drained.
     pub(crate) closed: bool,
     /// Who waits, in order.
-    pub(crate) line: Line,
+    pub(crate) line: WaiterLine,
     /// On io_uring: the key of the operation this direction has on the ring, or [`NO_KEY`]. One at
     /// a time, so that the steps of a `write_all` are never interleaved with another write's; the
     /// others wait in the line and go to the ring in order. A plain `u32` (not an `Option`) keeps
@@ -154,18 +187,6 @@ pub(crate) enum EventOutcome {
     Idle,
     /// Marked ready; its line is to be served.
     Serve,
-}
-
-/// What one syscall on a direction said (see [`Source::after_attempt`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Attempt {
-    /// The kernel said `EAGAIN`: the operation waits.
-    pub(crate) would_block: bool,
-    /// A short read or write: the direction is probably drained (a hint, see
-    /// [`Source::drain_hint_holds`]).
-    pub(crate) drained: bool,
-    /// A back-off started (no try before it ends, event or not).
-    pub(crate) backing_off: bool,
 }
 
 pub(crate) struct Source {
@@ -385,8 +406,6 @@ impl SourceTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reactor::line::Waiter;
-    use crate::reactor::wake::TaskWake;
     use std::os::unix::net::UnixStream;
     use std::task::Waker;
 
@@ -513,5 +532,40 @@ mod tests {
         assert!(table.get(old).is_none());
         assert!(table.get(new).is_some());
         assert!(table.remove(old).is_none());
+    }
+
+    #[test]
+    fn a_lone_local_task_is_taken_only_when_allowed_and_alone() {
+        let local = |id, seq| Waiter::Task {
+            id,
+            seq,
+            wake: TaskWake::Local(TaskRef { key: 7, id: 9 }),
+        };
+        let mut line = WaiterLine::default();
+        line.push_back(local(1, 5));
+        assert_eq!(line.take_lone_local_task(|seq| seq < 5), None);
+        assert!(!line.is_empty());
+        line.push_back(waiter());
+        assert_eq!(
+            line.take_lone_local_task(|_| true),
+            None,
+            "another waits behind it"
+        );
+        assert!(matches!(line.pop_front(), Some(Waiter::Task { id: 1, .. })));
+        line.pop_front();
+        line.push_back(local(3, 5));
+        assert_eq!(line.position_of_task(3), Some(0));
+        assert_eq!(
+            line.take_lone_local_task(|seq| seq == 5),
+            Some(TaskRef { key: 7, id: 9 })
+        );
+        assert!(line.is_empty());
+    }
+
+    #[test]
+    fn a_waiting_future_costs_no_more_than_a_waker() {
+        // A source's line keeps its first waiter in place for every connection.
+        assert_eq!(size_of::<TaskWake>(), size_of::<Waker>());
+        assert!(size_of::<Waiter>() <= 32);
     }
 }

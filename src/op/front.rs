@@ -82,46 +82,78 @@ impl<O: Operation> Op<O> {
     /// Starts the operation; `handler` runs exactly once, on the loop, with the result, after this
     /// call has returned. If the `IoService` is dropped first, the handler is dropped without running.
     #[inline]
-    pub fn then<F>(mut self, handler: F)
+    pub fn then<F>(self, handler: F)
     where
         F: FnOnce(O::Output) + 'static,
     {
-        // The common case first, small enough to inline: a fresh operation starts as a callback.
-        if matches!(self.state, State::Idle) {
-            if let Some(op) = self.op.take() {
-                callback::start(&self.reactor, self.token, op, handler, !self.background);
-                return;
-            }
+        // The common case, small enough to inline: a fresh operation starts as a callback. Taken
+        // apart in place (nothing of a fresh operation is left to undo, so its `Drop` has nothing
+        // to do), so that what `new` just wrote is read back without being moved around first.
+        let this = std::mem::ManuallyDrop::new(self);
+        if let (State::Idle, Some(_)) = (&this.state, &this.op) {
+            // SAFETY: the reactor and the operation are moved out exactly once, and `this` is never
+            // used or dropped again (its state, `Idle`, owns nothing); `op` was just seen `Some`.
+            let (reactor, op) = unsafe {
+                (
+                    std::ptr::read(&this.reactor),
+                    std::ptr::read(&this.op).unwrap_unchecked(),
+                )
+            };
+            callback::start(&reactor, this.token, op, handler, !this.background);
+            return;
         }
-        self.then_otherwise(handler);
+        let (reactor, token, op, state, background) =
+            std::mem::ManuallyDrop::into_inner(this).into_parts();
+        Op::then_otherwise(reactor, token, op, state, background, handler);
+    }
+
+    /// The parts of the operation, taken apart without running its `Drop` (nothing of it is left to
+    /// undo: whoever takes the parts takes that on).
+    fn into_parts(self) -> (Rc<Reactor>, Token, Option<O>, State<O>, bool) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: each field is moved out exactly once, and `this` is never used or dropped again.
+        unsafe {
+            (
+                std::ptr::read(&this.reactor),
+                this.token,
+                std::ptr::read(&this.op),
+                std::ptr::read(&this.state),
+                this.background,
+            )
+        }
     }
 
     /// [`then`](Op::then) for an operation that was polled or failed before.
     #[inline(never)]
-    fn then_otherwise<F>(mut self, handler: F)
-    where
+    fn then_otherwise<F>(
+        reactor: Rc<Reactor>,
+        token: Token,
+        op: Option<O>,
+        state: State<O>,
+        background: bool,
+        handler: F,
+    ) where
         F: FnOnce(O::Output) + 'static,
     {
-        let state = std::mem::replace(&mut self.state, State::Idle);
-        let counted = !self.background;
-        let Some(op) = self.op.take() else {
+        let counted = !background;
+        let Some(op) = op else {
             if let State::Ring { cell, .. } = state {
                 // A future already on the ring (polled, then turned into a callback): its handler
                 // runs when the kernel answers.
-                cell.then(&self.reactor, Box::new(handler), counted);
+                cell.then(&reactor, Box::new(handler), counted);
             }
             return; // finished already: its output went to the poll that finished it
         };
         match state {
-            State::Waiting { id, .. } => self.reactor.withdraw(self.token, op.interest(), id),
+            State::Waiting { id, .. } => reactor.withdraw(token, op.interest(), id),
             State::Failed(err) => {
-                callback::fail(&self.reactor, op, handler, counted, err);
+                callback::fail(&reactor, op, handler, counted, err);
                 return;
             }
             // The ring's cell holds the operation while it is `Ring`: not this case.
             State::Idle | State::Ring { .. } => {}
         }
-        callback::start(&self.reactor, self.token, op, handler, counted);
+        callback::start(&reactor, token, op, handler, counted);
     }
 
     /// The operation, to finish it: only called while this future holds it.

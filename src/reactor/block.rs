@@ -149,19 +149,39 @@ unsafe fn body<'a, T>(header: NonNull<Header>) -> &'a mut T {
 /// # Safety
 /// `header` is a live `Block<T>` owned by the caller, who gives it up.
 unsafe fn run<T: Job>(header: NonNull<Header>, reactor: &Reactor) -> bool {
+    // The block goes back to the pool once the job has run (or unwound): until then nothing but
+    // this function knows it, and its parts are moved out of it where they are used, not copied
+    // out first.
+    let _release = Release::<T> {
+        reactor,
+        header,
+        _body: PhantomData,
+    };
     let block = header.cast::<Block<T>>().as_ptr();
     // SAFETY: the caller owns the live block: its body is read out exactly once, and the block's
-    // memory, allocated with `Layout::new::<Block<T>>()` (see `Reactor::alloc`), goes back to the pool
-    // without being dropped again (the header needs no drop).
+    // memory is only given back (by `_release`), never dropped again (the header needs no drop).
     let body = unsafe { std::ptr::read(&(*block).body) };
-    // SAFETY: as above: allocated with this layout, and holds no live value any more.
-    unsafe {
-        reactor
-            .pool
-            .borrow_mut()
-            .put(header.cast(), Layout::new::<Block<T>>())
-    };
     body.run(reactor)
+}
+
+/// Gives a run block's memory back to the pool when dropped.
+struct Release<'a, T> {
+    reactor: &'a Reactor,
+    header: NonNull<Header>,
+    _body: PhantomData<T>,
+}
+
+impl<T> Drop for Release<'_, T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: the block was allocated with `Layout::new::<Block<T>>()` (see `Reactor::alloc`)
+        // and its body was moved out: it holds no live value.
+        unsafe {
+            self.reactor
+                .pool
+                .put(self.header.cast(), Layout::new::<Block<T>>())
+        };
+    }
 }
 
 /// `VTable::drop` for `T`.
@@ -170,11 +190,11 @@ unsafe fn run<T: Job>(header: NonNull<Header>, reactor: &Reactor) -> bool {
 /// `header` is a live `Block<T>` owned by the caller, who gives it up.
 unsafe fn drop_block<T>(header: NonNull<Header>) {
     let block = header.cast::<Block<T>>().as_ptr();
-    // SAFETY: the caller owns the live block, allocated by the global allocator with
-    // `Layout::new::<Block<T>>()`: dropped once, freed once.
+    // SAFETY: the caller owns the live block, taken from a pool with `Layout::new::<Block<T>>()`:
+    // dropped once, freed once.
     unsafe {
         std::ptr::drop_in_place(block);
-        std::alloc::dealloc(block.cast(), Layout::new::<Block<T>>());
+        super::pool::free(header.cast(), Layout::new::<Block<T>>());
     }
 }
 
@@ -394,18 +414,10 @@ impl Reactor {
 
     #[inline(always)]
     fn alloc_with<T: Job>(&self, body: T, seq: u32, vtable: &'static VTable) -> TypedBlock<T> {
-        let layout = Layout::new::<Block<T>>();
-        let memory = match self.pool.borrow_mut().take(layout) {
-            Some(block) => block,
-            // SAFETY: a `Block<T>` has a header, so its layout is never zero-sized.
-            None => match NonNull::new(unsafe { std::alloc::alloc(layout) }) {
-                Some(block) => block,
-                None => std::alloc::handle_alloc_error(layout),
-            },
-        };
+        let memory = self.pool.take(Layout::new::<Block<T>>());
         let block = memory.cast::<Block<T>>();
-        // SAFETY: the memory was allocated by the global allocator with `Layout::new::<Block<T>>()`
-        // (`take`'s promise, or just above) and holds no value: writing one overwrites nothing.
+        // SAFETY: the pool's block is large and aligned enough for a `Block<T>` (`take`'s promise)
+        // and holds no value: writing one overwrites nothing.
         unsafe {
             block.as_ptr().write(Block {
                 header: Header {

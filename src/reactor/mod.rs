@@ -64,7 +64,7 @@ pub(crate) struct Reactor {
     level_triggered: bool,
     pub(crate) sources: RefCell<source::SourceTable>,
     /// Recycled blocks of finished operations and jobs.
-    pub(crate) pool: RefCell<pool::OpPool>,
+    pub(crate) pool: pool::OpPool,
     /// What is ready to run, in order: posted closures, finished operations' handlers.
     ready: JobQueue,
     /// Tasks woken by number on this thread (see `wake::TaskWake`), to run in this order.
@@ -100,7 +100,7 @@ impl Reactor {
             driver: RefCell::new(driver),
             ring: backend == Backend::Uring,
             sources: RefCell::new(source::SourceTable::default()),
-            pool: RefCell::new(pool::OpPool::default()),
+            pool: pool::OpPool::default(),
             ready: JobQueue::default(),
             run_queue: RefCell::new(VecDeque::new()),
             queued: Cell::new(0),

@@ -3,142 +3,151 @@
 //! Every `.then(handler)` stores its operation and handler in one heap block until the handler runs.
 //! A loop that serves many connections allocates and frees such blocks in bursts (an event wakes 64
 //! operations, 64 handlers start 64 more), which overflows the allocator's per-thread cache and sends
-//! every call down its slow path. The loop keeps the blocks of finished operations instead, by exact
-//! layout, and hands them to the next operation of the same layout: a pointer pop instead of a
-//! `malloc`, a pointer push instead of a `free`.
+//! every call down its slow path. The loop keeps the blocks of finished operations instead, by size
+//! class (16 bytes apart), each class a list linked through the free blocks themselves: taking a block
+//! is a load and a store, keeping one a store and a store.
 
 use std::alloc::Layout;
+use std::cell::Cell;
 use std::ptr::NonNull;
 
-/// How many free blocks of one layout the loop keeps; more are returned to the allocator.
-const MAX_FREE_PER_LAYOUT: usize = 1024;
+/// How many free blocks of one class the loop keeps; more are returned to the allocator.
+const MAX_FREE_PER_CLASS: u32 = 1024;
 
-/// The largest block kept in a list found by index (see [`OpPool::direct`]).
-const DIRECT_MAX_SIZE: usize = 1024;
+/// The size classes are multiples of this, and every pooled block is aligned to it.
+const GRAIN: usize = 16;
 
-/// Free blocks, by exact layout. Every block was allocated by the global allocator with its layout.
-#[derive(Default)]
+/// The largest pooled block; larger ones (and those aligned beyond [`GRAIN`]) go to the allocator.
+const MAX_POOLED: usize = 1024;
+
+const CLASSES: usize = MAX_POOLED / GRAIN;
+
+/// A free block's first word: the next free block of its class.
+struct Free {
+    next: Option<NonNull<Free>>,
+}
+
+/// Free blocks by size class. A pooled block was allocated by the global allocator with its class's
+/// layout ([`class_layout`]), whatever the layout of the value it held.
 pub(crate) struct OpPool {
-    /// The common layouts (alignment 8, up to [`DIRECT_MAX_SIZE`] bytes: a callback operation with
-    /// its handler), by size / 8: the layout is a constant where a block is taken or kept, so finding
-    /// its list is an index, not a search. Grown on the first block kept.
-    direct: Vec<Vec<NonNull<u8>>>,
-    /// Any other layout.
-    classes: Vec<Class>,
+    heads: [Cell<Option<NonNull<Free>>>; CLASSES],
+    counts: [Cell<u32>; CLASSES],
 }
 
-struct Class {
-    layout: Layout,
-    free: Vec<NonNull<u8>>,
+impl Default for OpPool {
+    fn default() -> Self {
+        OpPool {
+            heads: [const { Cell::new(None) }; CLASSES],
+            counts: [const { Cell::new(0) }; CLASSES],
+        }
+    }
 }
 
-/// The index of `layout`'s list in [`OpPool::direct`], if it has one there.
+/// The class of `layout`, if blocks of it are pooled: its size rounded up to the grain, minus one.
 #[inline(always)]
-fn direct_index(layout: Layout) -> Option<usize> {
-    (layout.align() == 8 && layout.size() <= DIRECT_MAX_SIZE).then_some(layout.size() / 8)
+const fn class_of(layout: Layout) -> Option<usize> {
+    if layout.align() <= GRAIN && layout.size() <= MAX_POOLED && layout.size() > 0 {
+        Some((layout.size() - 1) / GRAIN)
+    } else {
+        None
+    }
+}
+
+/// The layout every block of `class` is allocated with.
+#[inline(always)]
+const fn class_layout(class: usize) -> Layout {
+    match Layout::from_size_align((class + 1) * GRAIN, GRAIN) {
+        Ok(layout) => layout,
+        Err(_) => panic!("size classes are valid layouts"),
+    }
+}
+
+/// The layout a block for a value of `layout` is allocated with: its class's, or its own.
+#[inline(always)]
+const fn block_layout(layout: Layout) -> Layout {
+    match class_of(layout) {
+        Some(class) => class_layout(class),
+        None => layout,
+    }
 }
 
 impl OpPool {
-    /// A free block of exactly `layout`, if one is kept: allocated by the global allocator with
-    /// `layout`, uninitialised, and owned by the caller from now on.
-    #[inline]
-    pub(crate) fn take(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        match direct_index(layout) {
-            Some(i) => self.direct.get_mut(i)?.pop(),
-            None => self
-                .classes
-                .iter_mut()
-                .find(|c| c.layout == layout)?
-                .free
-                .pop(),
+    /// A block for a value of `layout`: a recycled one when the pool has one of its class, otherwise
+    /// a new one. Uninitialised, and owned by the caller until given back with [`put`](OpPool::put)
+    /// for the same `layout`.
+    #[inline(always)]
+    pub(crate) fn take(&self, layout: Layout) -> NonNull<u8> {
+        if let Some(class) = class_of(layout) {
+            if let Some(free) = self.heads[class].get() {
+                // SAFETY: a block in a list is a pooled block that holds only its `Free` link.
+                self.heads[class].set(unsafe { free.as_ref() }.next);
+                self.counts[class].set(self.counts[class].get() - 1);
+                return free.cast();
+            }
+        }
+        Self::alloc(layout)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc(layout: Layout) -> NonNull<u8> {
+        let layout = block_layout(layout);
+        // SAFETY: `layout` is not zero-sized (every block has a header).
+        match NonNull::new(unsafe { std::alloc::alloc(layout) }) {
+            Some(block) => block,
+            None => std::alloc::handle_alloc_error(layout),
         }
     }
 
-    /// Keeps `block` for a later [`take`](OpPool::take) of the same layout, or frees it.
+    /// Keeps `block` for a later [`take`](OpPool::take) of its class, or frees it.
     ///
     /// # Safety
-    /// `block` must have been allocated by the global allocator with exactly `layout` (a `Box<T>` with
-    /// `Layout::new::<T>() == layout`), hold no live value, and not be used by the caller afterwards.
+    /// `block` must come from [`take`](OpPool::take) with this `layout` (from this pool or another),
+    /// hold no live value, and not be used by the caller afterwards.
     #[inline(always)]
-    pub(crate) unsafe fn put(&mut self, block: NonNull<u8>, layout: Layout) {
-        // The common case inline: a known layout with room left in its list's allocation.
-        let list = match direct_index(layout) {
-            Some(i) => self.direct.get_mut(i),
-            None => self
-                .classes
-                .iter_mut()
-                .find(|c| c.layout == layout)
-                .map(|c| &mut c.free),
-        };
-        if let Some(list) = list {
-            if list.len() < list.capacity() {
-                list.push(block);
+    pub(crate) unsafe fn put(&self, block: NonNull<u8>, layout: Layout) {
+        if let Some(class) = class_of(layout) {
+            let count = self.counts[class].get();
+            if count < MAX_FREE_PER_CLASS {
+                let free = block.cast::<Free>();
+                // SAFETY: the block is at least one word large and aligned to the grain (its class
+                // layout), and holds no live value: its first word becomes the link.
+                unsafe {
+                    free.as_ptr().write(Free {
+                        next: self.heads[class].get(),
+                    })
+                };
+                self.heads[class].set(Some(free));
+                self.counts[class].set(count + 1);
                 return;
             }
         }
         // SAFETY: passed on from the caller.
-        unsafe { self.put_slow(block, layout) }
+        unsafe { free(block, layout) };
     }
+}
 
-    /// [`put`](OpPool::put) for a new layout, a list that must grow, or a full one.
-    ///
-    /// # Safety
-    /// As for [`put`](OpPool::put).
-    #[cold]
-    #[inline(never)]
-    unsafe fn put_slow(&mut self, block: NonNull<u8>, layout: Layout) {
-        if layout.size() == 0 {
-            return; // a zero-sized box owns no memory
-        }
-        let list = match direct_index(layout) {
-            Some(i) => {
-                if self.direct.len() <= i {
-                    self.direct.resize_with(i + 1, Vec::new);
-                }
-                &mut self.direct[i]
-            }
-            None => match self.classes.iter().position(|c| c.layout == layout) {
-                Some(i) => &mut self.classes[i].free,
-                None => {
-                    self.classes.push(Class {
-                        layout,
-                        free: Vec::new(),
-                    });
-                    &mut self.classes.last_mut().expect("just pushed").free
-                }
-            },
-        };
-        let len = list.len();
-        if len < MAX_FREE_PER_LAYOUT {
-            // Grown by hand so that the capacity, which `put`'s fast path checks, never exceeds the
-            // bound.
-            list.reserve_exact(len.clamp(16, MAX_FREE_PER_LAYOUT - len));
-            list.push(block);
-        } else {
-            // SAFETY: the caller guarantees `block` came from the global allocator with `layout`
-            // and is no longer used.
-            unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
-        }
-    }
+/// Frees a block taken for a value of `layout` without keeping it (no pool at hand: a job dropped
+/// unrun).
+///
+/// # Safety
+/// As for [`OpPool::put`].
+pub(crate) unsafe fn free(block: NonNull<u8>, layout: Layout) {
+    // SAFETY: passed on from the caller: allocated with `block_layout(layout)`.
+    unsafe { std::alloc::dealloc(block.as_ptr(), block_layout(layout)) };
 }
 
 impl Drop for OpPool {
     fn drop(&mut self) {
-        for (i, list) in self.direct.iter_mut().enumerate() {
-            let Ok(layout) = Layout::from_size_align(i * 8, 8) else {
-                continue; // unreachable: every index is a size kept by `put_slow`
-            };
-            for block in list.drain(..) {
-                // SAFETY: a block kept at index `i` came from the global allocator with alignment 8
-                // and size `i * 8` (`direct_index`, `put`'s contract), and is owned by the pool alone.
-                unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
-            }
-        }
-        for class in &mut self.classes {
-            for block in class.free.drain(..) {
-                // SAFETY: every kept block came from the global allocator with its class's layout
-                // (`put`'s contract) and is owned by the pool alone.
-                unsafe { std::alloc::dealloc(block.as_ptr(), class.layout) };
+        for (class, head) in self.heads.iter().enumerate() {
+            let mut next = head.take();
+            while let Some(free) = next {
+                // SAFETY: every block in a list was allocated with its class's layout and is owned by
+                // the pool alone; its link is read before it is freed.
+                unsafe {
+                    next = free.as_ref().next;
+                    std::alloc::dealloc(free.as_ptr().cast(), class_layout(class));
+                }
             }
         }
     }
@@ -148,29 +157,21 @@ impl Drop for OpPool {
 mod tests {
     use super::*;
 
-    /// A block of `layout` from the pool, or a new one.
-    fn take_or_alloc(pool: &mut OpPool, layout: Layout) -> NonNull<u8> {
-        pool.take(layout).unwrap_or_else(|| {
-            // SAFETY: the layouts used here are not zero-sized.
-            NonNull::new(unsafe { std::alloc::alloc(layout) }).expect("memory")
-        })
-    }
-
     #[test]
-    fn blocks_are_reused_by_layout() {
-        let mut pool = OpPool::default();
+    fn blocks_are_reused_by_size_class() {
+        let pool = OpPool::default();
         let four_words = Layout::new::<[u64; 4]>();
-        let a = take_or_alloc(&mut pool, four_words);
-        // SAFETY: allocated with this layout, holds no value.
+        let a = pool.take(four_words);
+        // SAFETY: taken with this layout, holds no value.
         unsafe { pool.put(a, four_words) };
-        // Same layout: the same block.
-        let b = take_or_alloc(&mut pool, Layout::new::<(u64, u64, u64, u64)>());
+        // The same class (32 bytes), another type: the same block.
+        let b = pool.take(Layout::new::<(u64, u32, u64, u8)>());
         assert_eq!(a, b);
-        // Another layout: a new block.
+        // Another class: a new block.
         let one_byte = Layout::new::<u8>();
-        let c = take_or_alloc(&mut pool, one_byte);
+        let c = pool.take(one_byte);
         assert_ne!(c, b);
-        // SAFETY: as above.
+        // SAFETY: as above (`b` was taken for a layout of the same class as `four_words`).
         unsafe {
             pool.put(b, four_words);
             pool.put(c, one_byte);
@@ -178,30 +179,28 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_is_bounded() {
-        let mut pool = OpPool::default();
-        // u32 has alignment 4: kept in the searched lists.
-        let small = Layout::new::<u32>();
-        assert!(direct_index(small).is_none());
-        let blocks: Vec<_> = (0..MAX_FREE_PER_LAYOUT + 10)
-            .map(|_| take_or_alloc(&mut pool, small))
-            .collect();
-        for b in blocks {
-            // SAFETY: allocated with this layout, holds no value.
-            unsafe { pool.put(b, small) };
-        }
-        assert_eq!(pool.classes[0].free.len(), MAX_FREE_PER_LAYOUT);
-        assert!(pool.classes[0].free.capacity() <= MAX_FREE_PER_LAYOUT);
+    fn the_pool_is_bounded_and_odd_layouts_bypass_it() {
+        let pool = OpPool::default();
         let word = Layout::new::<u64>();
-        let blocks: Vec<_> = (0..MAX_FREE_PER_LAYOUT + 10)
-            .map(|_| take_or_alloc(&mut pool, word))
+        let blocks: Vec<_> = (0..MAX_FREE_PER_CLASS + 10)
+            .map(|_| pool.take(word))
             .collect();
         for b in blocks {
-            // SAFETY: as above.
+            // SAFETY: taken with this layout, holds no value.
             unsafe { pool.put(b, word) };
         }
-        let list = &pool.direct[direct_index(word).expect("a direct layout")];
-        assert_eq!(list.len(), MAX_FREE_PER_LAYOUT);
-        assert!(list.capacity() <= MAX_FREE_PER_LAYOUT);
+        let class = class_of(word).expect("pooled");
+        assert_eq!(pool.counts[class].get(), MAX_FREE_PER_CLASS);
+        // Too large, or aligned beyond the grain: straight from and back to the allocator.
+        for layout in [
+            Layout::from_size_align(4096, 8).unwrap(),
+            Layout::from_size_align(64, 64).unwrap(),
+        ] {
+            assert!(class_of(layout).is_none());
+            let block = pool.take(layout);
+            assert_eq!(block.as_ptr() as usize % layout.align(), 0);
+            // SAFETY: as above.
+            unsafe { pool.put(block, layout) };
+        }
     }
 }

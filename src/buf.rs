@@ -103,117 +103,64 @@ pub unsafe trait IoBufMut: IoBuf {
     }
 }
 
-// SAFETY: a Vec's heap storage does not move when the Vec value moves; len/capacity are exact.
-unsafe impl IoBuf for Vec<u8> {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.capacity()
-    }
-}
-
-// SAFETY: as above; `set_init` only raises the length over bytes the caller vouches for.
-unsafe impl IoBufMut for Vec<u8> {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.as_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, pos: usize) {
-        if pos > self.len() {
-            // SAFETY: `pos <= capacity` (reads never exceed bytes_total) and the caller guarantees
-            // the bytes up to `pos` were written.
-            unsafe { self.set_len(pos) }
+/// [`IoBuf`] for handles to bytes that stay put when the handle moves (heap or static storage):
+/// `len()` bytes from `as_ptr()` are initialised, and `$total()` bytes there are the buffer.
+macro_rules! io_buf_for_handles {
+    ($($ty:ty => $total:ident),* $(,)?) => {$(
+        // SAFETY: every type listed is a handle to heap or static bytes that do not move with it
+        // (a dangling but valid pointer when empty); `len()` and `capacity()` are exact.
+        unsafe impl IoBuf for $ty {
+            fn stable_ptr(&self) -> *const u8 {
+                self.as_ptr()
+            }
+            fn bytes_init(&self) -> usize {
+                self.len()
+            }
+            fn bytes_total(&self) -> usize {
+                self.$total()
+            }
         }
-    }
+    )*};
 }
 
-// SAFETY: boxed slices live on the heap (or are dangling-but-valid when empty) and are fully initialised.
-unsafe impl IoBuf for Box<[u8]> {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
+io_buf_for_handles!(
+    Vec<u8> => capacity,
+    bytes::BytesMut => capacity,
+    Box<[u8]> => len,
+    bytes::Bytes => len,
+    &'static [u8] => len,
+    &'static str => len,
+);
+
+/// [`IoBufMut`] for growable handles (`Vec<u8>`, `BytesMut`): a read raises the length over the
+/// bytes it wrote, never lowers it.
+macro_rules! io_buf_mut_for_growable {
+    ($($ty:ty),* $(,)?) => {$(
+        // SAFETY: the pointer is valid for `capacity()` bytes, and `set_init` only raises the
+        // length over bytes the caller vouches for.
+        unsafe impl IoBufMut for $ty {
+            fn stable_mut_ptr(&mut self) -> *mut u8 {
+                self.as_mut_ptr()
+            }
+            unsafe fn set_init(&mut self, pos: usize) {
+                if pos > self.len() {
+                    // SAFETY: `pos <= capacity` (reads never exceed bytes_total) and the caller
+                    // guarantees the bytes up to `pos` were written.
+                    unsafe { self.set_len(pos) }
+                }
+            }
+        }
+    )*};
 }
 
-// SAFETY: all bytes are always initialised, so `set_init` has nothing to record.
+io_buf_mut_for_growable!(Vec<u8>, bytes::BytesMut);
+
+// SAFETY: all bytes of a boxed slice are always initialised, so `set_init` has nothing to record.
 unsafe impl IoBufMut for Box<[u8]> {
     fn stable_mut_ptr(&mut self) -> *mut u8 {
         self.as_mut_ptr()
     }
     unsafe fn set_init(&mut self, _pos: usize) {}
-}
-
-// SAFETY: 'static data never moves and is initialised.
-unsafe impl IoBuf for &'static [u8] {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
-}
-
-// SAFETY: 'static data never moves and is initialised.
-unsafe impl IoBuf for &'static str {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
-}
-
-// SAFETY: BytesMut's storage is on the heap and does not move with the handle.
-unsafe impl IoBuf for bytes::BytesMut {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.capacity()
-    }
-}
-
-// SAFETY: as above; `set_len` only raises the length over bytes the caller vouches for.
-unsafe impl IoBufMut for bytes::BytesMut {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.as_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, pos: usize) {
-        if pos > self.len() {
-            // SAFETY: `pos <= capacity` and the caller guarantees the bytes were written.
-            unsafe { self.set_len(pos) }
-        }
-    }
-}
-
-// SAFETY: Bytes' storage is immutable and does not move with the handle.
-unsafe impl IoBuf for bytes::Bytes {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
 }
 
 /// A byte range of an owned buffer; operations use only that range, and
@@ -279,8 +226,10 @@ mod tests {
         assert_eq!(v.bytes_total(), v.capacity());
         assert_eq!(v.bytes_init(), 0);
         v.as_uninit_mut()[0].write(7);
+        // SAFETY: the first byte was just written.
         unsafe { v.set_init(1) };
         assert_eq!(v, [7]);
+        // SAFETY: vouches for no byte at all.
         unsafe { v.set_init(0) };
         assert_eq!(v.len(), 1, "set_init never lowers the length");
     }
@@ -296,6 +245,7 @@ mod tests {
         let mut s = w.slice(1..6);
         assert_eq!(s.bytes_init(), 1);
         s.as_uninit_mut()[1].write(b'z');
+        // SAFETY: the slice's first byte was there, its second was just written.
         unsafe { s.set_init(2) };
         assert_eq!(s.into_inner(), b"abz");
     }

@@ -41,6 +41,7 @@
 //! Read the README for the mapping from booster::aio and Boost.Asio names.
 
 #![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod buf;
 pub mod client;

@@ -7,7 +7,7 @@
 //!
 //! An fd is registered for reading only. Most sockets never wait to write (a reply fits in the send
 //! buffer), yet with `EPOLLOUT` every event of theirs would also say "writable" and the dispatch would
-//! settle a write direction nobody waits on. The first time a write has to wait, one more
+//! keep_outcome a write direction nobody waits on. The first time a write has to wait, one more
 //! `epoll_ctl` adds `EPOLLOUT` for good; the kernel then reports the fd's current state, so room that
 //! appeared in between is not missed.
 
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rustix::event::epoll;
 
-use super::{Driver, Event, Interest, Token, interrupted_is_nothing, timespec};
+use super::{Driver, Event, Interest, Token, timespec, waited};
 
 /// How many events one `epoll_wait` may return at least.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -107,13 +107,11 @@ impl Driver for EpollDriver {
         // The kernel writes the events right into the loop's list, behind any left over there.
         events.reserve(EVENTS_PER_WAIT);
         let ts = timespec(timeout);
-        interrupted_is_nothing(
-            epoll::wait(
-                self.epoll.as_fd(),
-                rustix::buffer::spare_capacity(events),
-                ts.as_ref(),
-            )
-            .map(|_| ()),
-        )
+        let res = epoll::wait(
+            self.epoll.as_fd(),
+            rustix::buffer::spare_capacity(events),
+            ts.as_ref(),
+        );
+        waited(res.map_err(io::Error::from), &[]).map(drop)
     }
 }

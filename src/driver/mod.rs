@@ -138,7 +138,7 @@ pub(crate) trait Readiness: Copy {
     fn writable(self) -> bool;
     /// No further edge is promised (sticky for the source): a hang-up, an error, the peer's
     /// shutdown, or TCP urgent data (a read stops at the urgent mark with bytes queued behind it).
-    fn closed(self) -> bool;
+    fn no_more_edges(self) -> bool;
 }
 
 const IN: u32 = libc::POLLIN as u32;
@@ -170,7 +170,7 @@ impl Readiness for Event {
         bits(self) & (OUT | HUNG) != 0
     }
     #[inline(always)]
-    fn closed(self) -> bool {
+    fn no_more_edges(self) -> bool {
         bits(self) & (HUNG | RDHUP | PRI) != 0
     }
 }
@@ -270,12 +270,17 @@ impl Driver for AnyDriver {
     }
 }
 
-/// A syscall's result with `EINTR` taken as "nothing happened": a signal interrupted the wait, and
-/// the loop's next turn waits again.
-pub(crate) fn interrupted_is_nothing<T: Default>(res: rustix::io::Result<T>) -> io::Result<T> {
+/// A wait's result with "a signal interrupted it" (and any of the `benign` errnos: a timeout that
+/// expired, a ring busy with completions to reap) taken as "nothing happened": the loop's next turn
+/// waits again. The one place a driver treats `EINTR`.
+pub(crate) fn waited<T>(res: io::Result<T>, benign: &[i32]) -> io::Result<Option<T>> {
     match res {
-        Err(rustix::io::Errno::INTR) => Ok(T::default()),
-        other => Ok(other?),
+        Ok(v) => Ok(Some(v)),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EINTR) => Ok(None),
+            Some(errno) if benign.contains(&errno) => Ok(None),
+            _ => Err(e),
+        },
     }
 }
 

@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::{Driver, Event, Interest, Token, event};
+use super::{Driver, Event, Interest, Token, event, waited};
 
 /// What an entry asks of the kernel per direction.
 const READ_EVENTS: i16 = libc::POLLIN;
@@ -140,14 +140,14 @@ impl Driver for PollDriver {
                 std::ptr::null(),
             )
         };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.kind() {
-                io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(err),
-            };
-        }
-        let mut left = n as usize;
+        let res = if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        };
+        let Some(mut left) = waited(res, &[])? else {
+            return Ok(());
+        };
         for (pfd, &(token, _)) in self.fds.iter_mut().zip(&self.entries) {
             if left == 0 {
                 break;

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, types};
 
-use super::{Driver, Event, Interest, Token, event};
+use super::{Driver, Event, Interest, Token, event, waited};
 
 /// Entries in the submission queue (the completion queue is twice as large).
 const RING_ENTRIES: u32 = 4096;
@@ -166,10 +166,13 @@ impl UringDriver {
             }
             let ts = types::Timespec::from(left.min(Duration::from_millis(50)));
             let args = types::SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ETIME)) => {}
-                Err(_) => return false,
+            if waited(
+                self.ring.submitter().submit_with_args(1, &args),
+                &[libc::ETIME],
+            )
+            .is_err()
+            {
+                return false;
             }
             let mut stash = std::mem::take(&mut self.stash);
             self.reap(&mut stash, None);
@@ -252,11 +255,7 @@ impl Driver for UringDriver {
         // request; a removal that meets the request while it is posting an event (`EALREADY`) is
         // tried again. Bounded: a request that cannot be found (`ENOENT`) has ended already.
         for _ in 0..1000 {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(e) => return Err(e),
-            }
+            waited(self.ring.submit_and_wait(1), &[])?;
             let mut stash = std::mem::take(&mut self.stash);
             let (ended, removal) = self.reap(&mut stash, Some(token));
             self.stash = stash;
@@ -304,15 +303,7 @@ impl Driver for UringDriver {
             }
             None => self.ring.submit_and_wait(1),
         };
-        match submitted {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR | libc::ETIME | libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e),
-        }
+        waited(submitted, &[libc::ETIME, libc::EBUSY])?;
         events.append(&mut self.stash);
         self.reap(events, None);
         // Answers to cancellations matter only while a close waits for them.

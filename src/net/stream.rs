@@ -275,7 +275,7 @@ impl StreamSocket {
         self.core
             .svc()
             .reactor()
-            .try_now(self.core.token(), Interest::Read, len, |fd| {
+            .attempt_now(self.core.token(), Interest::Read, len, |fd| {
                 nonblocking(|| rustix::io::read(fd, &mut *buf))
             })
     }
@@ -301,12 +301,12 @@ impl StreamSocket {
     /// after the peer closed).
     #[inline]
     pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
-        self.core
-            .svc()
-            .reactor()
-            .try_now(self.core.token(), Interest::Write, data.len(), |fd| {
-                send(fd, data)
-            })
+        self.core.svc().reactor().attempt_now(
+            self.core.token(),
+            Interest::Write,
+            data.len(),
+            |fd| send(fd, data),
+        )
     }
 
     /// Writes several buffers in order (gather), as much as the socket takes now.

@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
-use super::{Cx, Operation, RingEntry, attempt_on, attempt_with_loop, settle};
+use super::{Cx, Operation, RingEntry, attempt_on, attempt_with_loop, keep_outcome};
 use crate::reactor::block::{Attempt, Job, Waiting};
 use crate::reactor::{Reactor, Token};
 
@@ -107,16 +107,16 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> Waiting for CallbackOp<O, F> 
             return true;
         }
         let step = attempt_with_loop(reactor, self.token, fd, &mut self.op);
-        settle(&mut self.result, step)
+        keep_outcome(&mut self.result, step)
     }
 
     #[inline(always)]
-    fn retry_in(&mut self, fd: Option<BorrowedFd<'_>>) -> (bool, Attempt) {
+    fn retry_under_borrow(&mut self, fd: Option<BorrowedFd<'_>>) -> (bool, Attempt) {
         if self.result.is_some() {
             return (true, Attempt::default());
         }
         let (step, attempt) = attempt_on(fd, &mut self.op);
-        (settle(&mut self.result, step), attempt)
+        (keep_outcome(&mut self.result, step), attempt)
     }
 
     fn cancel(&mut self, err: io::Error) {
@@ -143,6 +143,6 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> Waiting for CallbackOp<O, F> 
             retry_after: None,
         };
         let step = self.op.complete(res, &mut cx);
-        (settle(&mut self.result, step), cx.retry_after)
+        (keep_outcome(&mut self.result, step), cx.retry_after)
     }
 }

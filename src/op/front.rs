@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use super::ring::TaskCell;
 use super::{Interest, Operation, attempt_under_borrow, attempt_with_loop, callback};
-use crate::reactor::attempt::Look;
+use crate::reactor::attempt::AtSource;
 use crate::reactor::ring::{RingOp, RingStart, TaskSlot};
 use crate::reactor::{Reactor, Token};
 
@@ -201,7 +201,7 @@ impl<O: Operation> Op<O> {
         // A read or write is tried inside the look, under one borrow of the table.
         let attempt = (!O::TRY_USES_LOOP && !on_ring)
             .then_some(|source: &mut _| attempt_under_borrow(source, &mut *op));
-        let fd = match self.reactor.look(
+        let fd = match self.reactor.poll_at_source(
             self.token,
             interest,
             needs_ready,
@@ -209,13 +209,13 @@ impl<O: Operation> Op<O> {
             cx.waker(),
             attempt,
         ) {
-            Look::Try(fd) => fd,
-            Look::Done(res) => return Poll::Ready(self.take_op().finish(res)),
-            Look::Wait(id, epoch) => {
+            AtSource::Try(fd) => fd,
+            AtSource::Done(res) => return Poll::Ready(self.take_op().finish(res)),
+            AtSource::Wait(id, epoch) => {
                 self.state = State::Waiting { id, epoch };
                 return Poll::Pending;
             }
-            Look::Fail(err) => return Poll::Ready(self.take_op().finish(Err(err))),
+            AtSource::Fail(err) => return Poll::Ready(self.take_op().finish(Err(err))),
         };
         if on_ring {
             // Its turn on the ring came (it waited behind another request of its direction).

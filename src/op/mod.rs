@@ -284,9 +284,34 @@ pub(crate) fn advance(
     }
 }
 
+/// Moves all `total` bytes of an operation (`read_exact`, `write_all`), `done` of them so far, with
+/// as many calls of `step` (one syscall at the offset `done`; `Ok(None)` for `EAGAIN`) as it takes:
+/// `Pending` when the kernel says `EAGAIN` with bytes left; a step that moves none before the end
+/// fails with what `none` makes of the count done.
+#[inline]
+pub(crate) fn move_all(
+    done: &mut usize,
+    total: usize,
+    mut step: impl FnMut(usize) -> io::Result<Option<usize>>,
+    none: impl Fn(usize) -> io::Error,
+) -> Poll<io::Result<()>> {
+    while *done < total {
+        match step(*done) {
+            Ok(None) => return Poll::Pending,
+            Ok(Some(n)) => {
+                if let Poll::Ready(res) = advance(done, total, n, &none) {
+                    return Poll::Ready(res);
+                }
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
 /// Keeps a try's outcome for `complete`: true once finished (`Pending` keeps nothing).
 #[inline(always)]
-pub(crate) fn settle<V>(slot: &mut Option<io::Result<V>>, step: Poll<io::Result<V>>) -> bool {
+pub(crate) fn keep_outcome<V>(slot: &mut Option<io::Result<V>>, step: Poll<io::Result<V>>) -> bool {
     match step {
         Poll::Ready(res) => {
             *slot = Some(res);

@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 use io_uring::{opcode, types};
 
 use super::ring::{MsgParts, cqe_result};
-use super::{Cx, Interest, Operation, RingEntry, advance, nonblocking, sealed};
+use super::{Cx, Interest, Operation, RingEntry, advance, move_all, nonblocking, sealed};
 use crate::buf::IoBufMut;
 
 /// Reads whatever is available, up to the buffer's [`bytes_total`](IoBufMut): `Ok(0)` means end of
@@ -105,19 +105,13 @@ impl<B: IoBufMut> Operation for ReadExact<B> {
 
     fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         let total = self.buf.bytes_total();
-        while self.filled < total {
-            match read_into(cx, &mut self.buf, self.filled) {
-                Ok(None) => return Poll::Pending,
-                Ok(Some(n)) => {
-                    let eof = |filled| early_eof(filled, total);
-                    if let Poll::Ready(res) = advance(&mut self.filled, total, n, eof) {
-                        return Poll::Ready(res);
-                    }
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        Poll::Ready(Ok(()))
+        let buf = &mut self.buf;
+        move_all(
+            &mut self.filled,
+            total,
+            |filled| read_into(cx, buf, filled),
+            |filled| early_eof(filled, total),
+        )
     }
 
     fn finish(self, res: io::Result<Self::Value>) -> Self::Output {

@@ -13,7 +13,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use io_uring::{opcode, types};
 
 use super::ring::{MsgParts, cqe_result};
-use super::{Cx, Interest, Operation, RingEntry, advance, nonblocking, sealed};
+use super::{Cx, Interest, Operation, RingEntry, advance, move_all, nonblocking, sealed};
 use crate::buf::IoBuf;
 
 /// Writes what the socket takes now, at least one byte (unless the buffer is empty). Made by
@@ -99,19 +99,14 @@ impl<B: IoBuf> Operation for WriteAll<B> {
     }
 
     fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
-        let len = self.buf.bytes_init();
-        while self.written < len {
-            match send(cx.fd(), &self.buf.as_slice()[self.written..]) {
-                Ok(None) => return Poll::Pending,
-                Ok(Some(n)) => {
-                    if let Poll::Ready(res) = advance(&mut self.written, len, n, |_| write_zero()) {
-                        return Poll::Ready(res);
-                    }
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        Poll::Ready(Ok(()))
+        let data = self.buf.as_slice();
+        let fd = cx.fd();
+        move_all(
+            &mut self.written,
+            data.len(),
+            |written| send(fd, &data[written..]),
+            |_| write_zero(),
+        )
     }
 
     fn finish(self, res: io::Result<Self::Value>) -> Self::Output {

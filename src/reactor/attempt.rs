@@ -16,8 +16,8 @@ use super::source::{PersistentOp, Waiter};
 use super::{Reactor, Token};
 use crate::driver::{Driver, Interest};
 
-/// What one look at its source tells a polled future (see [`Reactor::look`]).
-pub(crate) enum Look<V> {
+/// What one look at its source tells a polled future (see [`Reactor::poll_at_source`]).
+pub(crate) enum AtSource<V> {
     /// Try the operation now, on this fd.
     Try(Option<RawFd>),
     /// Tried inside the look: finished.
@@ -52,7 +52,7 @@ impl Reactor {
             let waits = if source.dir(interest).must_wait(needs_ready) {
                 true
             } else if T::TRIES_UNDER_TABLE {
-                let (done, attempt) = block.body_mut().retry_in(source.fd());
+                let (done, attempt) = block.body_mut().retry_under_borrow(source.fd());
                 source.after_attempt(interest, attempt);
                 if done {
                     drop(sources);
@@ -92,7 +92,7 @@ impl Reactor {
     /// direction may be ready is tried right there, under the same borrow, and queued there if the
     /// kernel says `EAGAIN`.
     #[inline(always)]
-    pub(crate) fn look<V>(
+    pub(crate) fn poll_at_source<V>(
         &self,
         token: Token,
         interest: Interest,
@@ -100,11 +100,11 @@ impl Reactor {
         waiting: Option<(u32, u32)>,
         waker: &Waker,
         attempt: Option<impl FnOnce(&mut Source) -> Poll<io::Result<V>>>,
-    ) -> Look<V> {
+    ) -> AtSource<V> {
         let mut sources = self.sources.borrow_mut();
         let Some(source) = sources.get_mut(token) else {
             drop(sources);
-            return Look::Fail(match waiting {
+            return AtSource::Fail(match waiting {
                 Some(_) => crate::error::cancelled(),
                 None => self.gone_error(),
             });
@@ -115,16 +115,16 @@ impl Reactor {
             match (line.position_of_task(id), cancelled) {
                 (Some(pos), true) => {
                     line.remove(pos);
-                    return Look::Fail(crate::error::cancelled());
+                    return AtSource::Fail(crate::error::cancelled());
                 }
-                (None, true) => return Look::Fail(crate::error::cancelled()),
+                (None, true) => return AtSource::Fail(crate::error::cancelled()),
                 (Some(pos), false) => {
                     if let Some(Waiter::Task { wake, .. }) = line.get_mut(pos) {
                         if !self.still_wakes(wake, waker) {
                             *wake = self.task_wake(waker);
                         }
                     }
-                    return Look::Wait(id, epoch);
+                    return AtSource::Wait(id, epoch);
                 }
                 (None, false) => {} // woken: go on
             }
@@ -140,13 +140,13 @@ impl Reactor {
                 true
             }
             Some(attempt) => match attempt(source) {
-                Poll::Ready(res) => return Look::Done(res),
+                Poll::Ready(res) => return AtSource::Done(res),
                 Poll::Pending => true,
             },
             None => false,
         };
         if !must_wait {
-            return Look::Try(fd);
+            return AtSource::Try(fd);
         }
         let id = self.next_waiter_id();
         source.dir_mut(interest).line.push_back(Waiter::Task {
@@ -156,7 +156,7 @@ impl Reactor {
         });
         drop(sources);
         self.watch_fd(token, fd, interest);
-        Look::Wait(id, epoch)
+        AtSource::Wait(id, epoch)
     }
 
     /// Queues a future's waker behind the others (its try said `EAGAIN`, or its turn on the ring is
@@ -209,7 +209,7 @@ impl Reactor {
     /// A waiter was just queued on `interest` of `token`, whose fd is `fd`: makes sure the driver
     /// reports that direction's next edge. On epoll an fd is watched for reading from its
     /// registration on, and for writing once a write first has to wait: most sockets never do, and
-    /// their events then carry no write half for the dispatch to settle. On io_uring this arms the
+    /// their events then carry no write half for the dispatch to keep_outcome. On io_uring this arms the
     /// fd's poll request; on poll it puts the direction in the pollfd set, unless a back-off mutes
     /// it. Called with the source table released.
     #[inline(always)]
@@ -297,7 +297,7 @@ impl Reactor {
             })
         };
         if serve_next {
-            self.serve(token, Interest::Read, false);
+            self.serve_direction(token, Interest::Read, false);
         }
     }
 }

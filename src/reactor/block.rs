@@ -34,7 +34,7 @@ pub(crate) trait Job: Sized + 'static {
 /// asks of it besides running its handler (the other side of `op::callback`).
 pub(crate) trait Waiting: Job {
     /// Whether its try may run under the borrow of the source table (it does not use the loop: a
-    /// read, a write), so that [`retry_in`](Waiting::retry_in) applies.
+    /// read, a write), so that [`retry_under_borrow`](Waiting::retry_under_borrow) applies.
     const TRIES_UNDER_TABLE: bool;
     /// Whether it is done by ring requests on the io_uring backend.
     const RING: bool;
@@ -45,7 +45,7 @@ pub(crate) trait Waiting: Job {
     /// [`retry`](Waiting::retry) under the borrow of the table that found the source, on its `fd`
     /// (only when [`TRIES_UNDER_TABLE`](Waiting::TRIES_UNDER_TABLE)): true once finished, and what
     /// the syscall said, for the source to take in.
-    fn retry_in(&mut self, fd: Option<BorrowedFd<'_>>) -> (bool, Attempt);
+    fn retry_under_borrow(&mut self, fd: Option<BorrowedFd<'_>>) -> (bool, Attempt);
     /// Keeps `err` as its result (cancellation), unless it has finished already.
     fn cancel(&mut self, err: io::Error);
     /// The ring request for its next step on `fd`.
@@ -93,7 +93,7 @@ pub(crate) struct VTable {
     drop: unsafe fn(NonNull<Header>),
     /// The rest only for operations ([`OpPtr`]): see [`Waiting`].
     retry: unsafe fn(NonNull<Header>, &Reactor, Option<RawFd>) -> bool,
-    retry_in: unsafe fn(NonNull<Header>, Option<BorrowedFd<'_>>) -> (bool, Attempt),
+    retry_under_borrow: unsafe fn(NonNull<Header>, Option<BorrowedFd<'_>>) -> (bool, Attempt),
     cancel: unsafe fn(NonNull<Header>, io::Error),
     prepare: unsafe fn(NonNull<Header>, RawFd) -> Option<RingEntry>,
     on_cqe: unsafe fn(NonNull<Header>, i32) -> (bool, Option<Duration>),
@@ -109,7 +109,7 @@ impl<T: Job> Table<T> {
         run: run::<T>,
         drop: drop_block::<T>,
         retry: not_an_op_retry,
-        retry_in: not_an_op_retry_in,
+        retry_under_borrow: not_an_op_retry_under_borrow,
         cancel: not_an_op_cancel,
         prepare: not_an_op_prepare,
         on_cqe: not_an_op_cqe,
@@ -123,7 +123,7 @@ impl<T: Waiting> Table<T> {
         run: run::<T>,
         drop: drop_block::<T>,
         retry: retry::<T>,
-        retry_in: retry_in::<T>,
+        retry_under_borrow: retry_under_borrow::<T>,
         cancel: cancel::<T>,
         prepare: prepare::<T>,
         on_cqe: on_cqe::<T>,
@@ -207,12 +207,12 @@ unsafe fn retry<T: Waiting>(header: NonNull<Header>, reactor: &Reactor, fd: Opti
 
 /// # Safety
 /// As for [`retry`].
-unsafe fn retry_in<T: Waiting>(
+unsafe fn retry_under_borrow<T: Waiting>(
     header: NonNull<Header>,
     fd: Option<BorrowedFd<'_>>,
 ) -> (bool, Attempt) {
     // SAFETY: passed on from the caller.
-    unsafe { body::<T>(header) }.retry_in(fd)
+    unsafe { body::<T>(header) }.retry_under_borrow(fd)
 }
 
 /// # Safety
@@ -241,7 +241,7 @@ unsafe fn on_cqe<T: Waiting>(header: NonNull<Header>, res: i32) -> (bool, Option
 fn not_an_op_retry(_: NonNull<Header>, _: &Reactor, _: Option<RawFd>) -> bool {
     unreachable!("a plain job is never tried")
 }
-fn not_an_op_retry_in(_: NonNull<Header>, _: Option<BorrowedFd<'_>>) -> (bool, Attempt) {
+fn not_an_op_retry_under_borrow(_: NonNull<Header>, _: Option<BorrowedFd<'_>>) -> (bool, Attempt) {
     unreachable!("a plain job is never tried")
 }
 fn not_an_op_cancel(_: NonNull<Header>, _: io::Error) {
@@ -347,11 +347,11 @@ impl OpPtr {
         unsafe { (self.vtable().retry)(self.0, reactor, fd) }
     }
 
-    /// See [`Waiting::retry_in`].
+    /// See [`Waiting::retry_under_borrow`].
     #[inline(always)]
-    pub(crate) fn retry_in(&mut self, fd: Option<BorrowedFd<'_>>) -> (bool, Attempt) {
+    pub(crate) fn retry_under_borrow(&mut self, fd: Option<BorrowedFd<'_>>) -> (bool, Attempt) {
         // SAFETY: as for `retry`.
-        unsafe { (self.vtable().retry_in)(self.0, fd) }
+        unsafe { (self.vtable().retry_under_borrow)(self.0, fd) }
     }
 
     /// See [`Waiting::cancel`].

@@ -39,10 +39,10 @@ impl Reactor {
         let Ok(mut source) = RefMut::filter_map(sources, |t| t.get_mut(token)) else {
             return None; // closed since: a stale event
         };
-        let read =
-            ev.readable() && self.take_event(&mut source, token, Interest::Read, ev.closed());
-        let write =
-            ev.writable() && self.take_event(&mut source, token, Interest::Write, ev.closed());
+        let read = ev.readable()
+            && self.take_event(&mut source, token, Interest::Read, ev.no_more_edges());
+        let write = ev.writable()
+            && self.take_event(&mut source, token, Interest::Write, ev.no_more_edges());
         let task = if !read {
             drop(source);
             None
@@ -56,7 +56,7 @@ impl Reactor {
         };
         if write {
             // A task handed back for the readers runs next: nothing here may run before it.
-            self.serve(token, Interest::Write, inline && task.is_none());
+            self.serve_direction(token, Interest::Write, inline && task.is_none());
         }
         task
     }
@@ -69,9 +69,9 @@ impl Reactor {
         source: &mut Source,
         token: Token,
         interest: Interest,
-        closed: bool,
+        no_more_edges: bool,
     ) -> bool {
-        match source.on_event(interest, closed) {
+        match source.on_event(interest, no_more_edges) {
             EventOutcome::Serve => true,
             EventOutcome::Idle => {
                 if self.level_triggered {
@@ -85,18 +85,18 @@ impl Reactor {
 
     /// A direction of `token` became ready without a kernel event (a timer, a completion delivered
     /// from another thread, the end of a back-off): serves its line, handlers queued.
-    pub(crate) fn on_ready(&self, token: Token, interest: Interest) {
+    pub(crate) fn make_ready(&self, token: Token, interest: Interest) {
         let serve = match self.sources.borrow_mut().get_mut(token) {
             Some(source) => self.take_event(source, token, interest, false),
             None => false, // closed since
         };
         if serve {
-            self.serve(token, interest, false);
+            self.serve_direction(token, interest, false);
         }
     }
 
     /// Serves the line of a direction that an event made ready, looking its source up again.
-    pub(crate) fn serve(&self, token: Token, interest: Interest, inline: bool) {
+    pub(crate) fn serve_direction(&self, token: Token, interest: Interest, inline: bool) {
         if self.ring {
             // On io_uring, waiters are served in turn with the operations on the ring.
             self.ring_next(token, interest);
@@ -222,7 +222,7 @@ impl Reactor {
     #[inline(always)]
     fn serve_op(&self, mut op: OpPtr, mut source: RefMut<'_, Source>, serving: Serving) -> bool {
         let done = if op.tries_under_table() {
-            let (done, attempt) = op.retry_in(source.fd());
+            let (done, attempt) = op.retry_under_borrow(source.fd());
             source.after_attempt(serving.interest, attempt);
             drop(source);
             done

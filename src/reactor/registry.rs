@@ -149,7 +149,7 @@ impl Reactor {
     /// direction (it goes first: bytes keep their order). Takes in what the syscall said as an
     /// operation's try does.
     #[inline]
-    pub(crate) fn try_now(
+    pub(crate) fn attempt_now(
         &self,
         token: Token,
         interest: Interest,

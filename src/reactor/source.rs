@@ -140,7 +140,7 @@ pub(crate) struct Direction {
     pub(crate) ready: bool,
     /// The kernel reported a hang-up, an error or the peer's shutdown (or TCP urgent data): no
     /// further edge will come, so a short read or write no longer proves the direction drained.
-    pub(crate) closed: bool,
+    pub(crate) no_more_edges: bool,
     /// Who waits, in order.
     pub(crate) line: WaiterLine,
     /// On io_uring: the key of the operation this direction has on the ring, or [`NO_KEY`]. One at
@@ -171,7 +171,7 @@ impl Direction {
     fn new(ready: bool) -> Direction {
         Direction {
             ready,
-            closed: false,
+            no_more_edges: false,
             line: Line::default(),
             inflight: NO_KEY,
         }
@@ -246,11 +246,11 @@ impl Source {
     }
 
     /// Takes in an event for one direction (a kernel event, a timer, the end of a back-off):
-    /// remembers `closed`, ignores the event while a back-off lasts (and ends one that has expired),
+    /// remembers `no_more_edges`, ignores the event while a back-off lasts (and ends one that has expired),
     /// and marks the direction ready.
     #[inline(always)]
-    pub(crate) fn on_event(&mut self, interest: Interest, closed: bool) -> EventOutcome {
-        self.dir_mut(interest).closed |= closed;
+    pub(crate) fn on_event(&mut self, interest: Interest, no_more_edges: bool) -> EventOutcome {
+        self.dir_mut(interest).no_more_edges |= no_more_edges;
         if self.backoff.is_some() && self.backing_off(interest) {
             return EventOutcome::Ignored;
         }
@@ -318,10 +318,10 @@ impl Source {
     /// ignored (the next read costs one syscall that may say `EAGAIN`, as a `FIONREAD` check would, but
     /// only when a read follows). The domain is told at registration where `aio` knows it (open,
     /// accept, pair) and asked of the kernel once, on the first short read, otherwise (`from_fd`). A
-    /// direction that saw a hang-up or TCP urgent data (`closed`) never trusts the hint again.
+    /// direction that saw a hang-up or TCP urgent data (`no_more_edges`) never trusts the hint again.
     #[inline]
     pub(crate) fn drain_hint_holds(&mut self, interest: Interest) -> bool {
-        if self.dir(interest).closed {
+        if self.dir(interest).no_more_edges {
             return false;
         }
         match interest {

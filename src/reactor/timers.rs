@@ -98,7 +98,7 @@ impl Reactor {
 
     /// Makes a virtual source (timer, completion) ready: its waiting operations try again.
     pub(crate) fn fire(&self, token: Token) {
-        self.on_ready(token, Interest::Read);
+        self.make_ready(token, Interest::Read);
     }
 
     /// Arranges for `token`'s `interest` direction to be treated as ready after `delay`, and ignores
@@ -138,7 +138,7 @@ impl Reactor {
                         self.fire(token);
                     }
                 }
-                Some((_, token, Due::Backoff(interest))) => self.on_ready(token, interest),
+                Some((_, token, Due::Backoff(interest))) => self.make_ready(token, interest),
                 None => return,
             }
         }

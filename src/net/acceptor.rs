@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
 use socket2::Type;
 
@@ -19,7 +19,8 @@ use crate::endpoint::{Endpoint, Family};
 use crate::net::accept::Accept;
 use crate::net::hooks::SocketHooks;
 use crate::net::options::socket_options;
-use crate::net::socket::{SocketCore, UnixFile};
+use crate::net::registration::registered_object;
+use crate::net::socket::SocketCore;
 use crate::op::Op;
 
 /// The default listen backlog of [`Acceptor::bind`].
@@ -45,7 +46,6 @@ pub const DEFAULT_BACKLOG: i32 = 1024;
 pub struct Acceptor {
     core: SocketCore,
     /// The Unix socket file this acceptor created, to remove on close.
-    unix_file: UnixFile,
     /// Given to every accepted socket.
     accepted_hooks: RefCell<SocketHooks>,
 }
@@ -55,7 +55,6 @@ impl Acceptor {
     pub fn new(svc: &LocalHandle) -> Acceptor {
         Acceptor {
             core: SocketCore::new(svc),
-            unix_file: UnixFile::default(),
             accepted_hooks: RefCell::new(SocketHooks::default()),
         }
     }
@@ -126,7 +125,7 @@ impl Acceptor {
         self.core
             .with_socket(|s| s.bind(&addr))
             .map_err(|e| io::Error::new(e.kind(), format!("bind to {endpoint}: {e}")))?;
-        self.unix_file.bound(endpoint);
+        self.core.bound(endpoint);
         Ok(())
     }
 
@@ -153,41 +152,15 @@ impl Acceptor {
         self.core.local_endpoint()
     }
 
-    /// Completes pending accepts with `ECANCELED`; the acceptor stays open.
-    pub fn cancel(&self) {
-        self.core.cancel();
-    }
-
-    /// Completes pending accepts with `ECANCELED`, closes the socket, and removes the Unix socket file
-    /// it created (if it is still the same file).
-    pub fn close(&self) {
-        self.core.close();
-        self.unix_file.remove();
-    }
-
-    /// Whether the acceptor is open.
-    pub fn is_open(&self) -> bool {
-        self.core.is_open()
-    }
-
     /// Hands the listening fd back, open; the Unix socket file (if any) is left in place.
     ///
     /// # Errors
     /// `NotConnected` if not open.
     pub fn release(&self) -> io::Result<OwnedFd> {
-        self.unix_file.forget();
         self.core.release()
     }
 
-    /// The raw fd, while open.
-    pub fn native(&self) -> Option<RawFd> {
-        self.core.native()
-    }
-
-    /// The loop this acceptor belongs to.
-    pub fn service(&self) -> &LocalHandle {
-        self.core.svc()
-    }
+    registered_object!(core, "acceptor");
 }
 
 impl std::fmt::Debug for Acceptor {

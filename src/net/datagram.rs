@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
 use socket2::{Domain, Socket, Type};
 
@@ -20,7 +20,8 @@ use crate::buf::{IoBuf, IoBufMut};
 use crate::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
 use crate::net::options::{self, socket_options};
-use crate::net::socket::{SocketCore, UnixFile};
+use crate::net::registration::registered_object;
+use crate::net::socket::SocketCore;
 use crate::op::{Op, RecvDatagram, SendDatagram};
 
 /// A datagram socket (UDP or Unix) bound to a loop.
@@ -45,7 +46,6 @@ use crate::op::{Op, RecvDatagram, SendDatagram};
 /// ```
 pub struct DatagramSocket {
     core: SocketCore,
-    unix_file: UnixFile,
 }
 
 impl DatagramSocket {
@@ -58,7 +58,6 @@ impl DatagramSocket {
     pub fn with_hooks(svc: &LocalHandle, hooks: SocketHooks) -> DatagramSocket {
         DatagramSocket {
             core: SocketCore::with_hooks(svc, hooks),
-            unix_file: UnixFile::default(),
         }
     }
 
@@ -115,7 +114,7 @@ impl DatagramSocket {
         self.core
             .with_socket(|s| s.bind(&addr))
             .map_err(|e| io::Error::new(e.kind(), format!("bind to {endpoint}: {e}")))?;
-        self.unix_file.bound(endpoint);
+        self.core.bound(endpoint);
         Ok(())
     }
 
@@ -307,30 +306,12 @@ impl DatagramSocket {
         self.core.peer_endpoint()
     }
 
-    /// Completes pending operations with `ECANCELED`; the socket stays open.
-    pub fn cancel(&self) {
-        self.core.cancel();
-    }
-
-    /// Completes pending operations with `ECANCELED`, closes the fd (running the `on_close` hook),
-    /// and removes the Unix socket file its bind created. Closing twice does nothing.
-    pub fn close(&self) {
-        self.core.close();
-        self.unix_file.remove();
-    }
-
-    /// Whether the socket is open.
-    pub fn is_open(&self) -> bool {
-        self.core.is_open()
-    }
-
     /// Stops using the fd and hands it back, open and non-blocking (no `on_close`; a Unix socket file
     /// stays in place).
     ///
     /// # Errors
     /// `NotConnected` if the socket is not open.
     pub fn release(&self) -> io::Result<OwnedFd> {
-        self.unix_file.forget();
         self.core.release()
     }
 
@@ -350,15 +331,7 @@ impl DatagramSocket {
         self.release().map(std::os::unix::net::UnixDatagram::from)
     }
 
-    /// The raw fd, while open; the socket keeps owning it.
-    pub fn native(&self) -> Option<RawFd> {
-        self.core.native()
-    }
-
-    /// The loop this socket belongs to.
-    pub fn service(&self) -> &LocalHandle {
-        self.core.svc()
-    }
+    registered_object!(core, "socket");
 }
 
 impl std::fmt::Debug for DatagramSocket {

@@ -5,10 +5,10 @@
 //! the I/O yourself. This is how any library that exposes a pollable fd joins the loop.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 use crate::LocalHandle;
-use crate::driver::Token;
+use crate::net::registration::{Registration, registered_object};
 use crate::op::{Interest, Op, Ready};
 use crate::reactor::FdSlot;
 
@@ -25,8 +25,7 @@ use crate::reactor::FdSlot;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct IoDevice {
-    svc: LocalHandle,
-    token: std::cell::Cell<Token>,
+    registration: Registration,
 }
 
 impl IoDevice {
@@ -36,11 +35,7 @@ impl IoDevice {
     /// # Errors
     /// `Unsupported` for fds the backend cannot watch (regular files); what registering reports.
     pub fn new(svc: &LocalHandle, fd: impl Into<OwnedFd>) -> io::Result<IoDevice> {
-        let token = svc.reactor().add_source(FdSlot::Owned(fd.into()))?;
-        Ok(IoDevice {
-            svc: svc.clone(),
-            token: std::cell::Cell::new(token),
-        })
+        IoDevice::watching(svc, FdSlot::Owned(fd.into()))
     }
 
     /// Watches `fd` without owning it: it is never closed by `aio` (booster's `attach`); `close`,
@@ -53,29 +48,25 @@ impl IoDevice {
     /// # Errors
     /// As for [`IoDevice::new`].
     pub unsafe fn attach(svc: &LocalHandle, fd: RawFd) -> io::Result<IoDevice> {
-        let token = svc.reactor().add_source(FdSlot::Attached(fd))?;
-        Ok(IoDevice {
-            svc: svc.clone(),
-            token: std::cell::Cell::new(token),
-        })
+        IoDevice::watching(svc, FdSlot::Attached(fd))
+    }
+
+    fn watching(svc: &LocalHandle, slot: FdSlot) -> io::Result<IoDevice> {
+        let device = IoDevice {
+            registration: Registration::new(svc),
+        };
+        device.registration.register(slot)?;
+        Ok(device)
     }
 
     /// Completes when the fd is readable (or has an error or hang-up to report).
     pub fn readable(&self) -> Op<Ready> {
-        Op::new(
-            self.svc.reactor(),
-            self.token.get(),
-            Ready::new(Interest::Read),
-        )
+        self.registration.op(Ready::new(Interest::Read))
     }
 
     /// Completes when the fd is writable (or has an error or hang-up to report).
     pub fn writable(&self) -> Op<Ready> {
-        Op::new(
-            self.svc.reactor(),
-            self.token.get(),
-            Ready::new(Interest::Write),
-        )
+        self.registration.op(Ready::new(Interest::Write))
     }
 
     /// Sets or clears `O_NONBLOCK` on the fd (booster's `set_non_blocking`). Note that the flag
@@ -84,60 +75,20 @@ impl IoDevice {
     /// # Errors
     /// `NotConnected` if closed; what `fcntl` reports.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.svc.reactor().with_fd(self.token.get(), |fd| {
+        self.registration.with_fd(|fd| {
             let mut flags = rustix::fs::fcntl_getfl(fd)?;
             flags.set(rustix::fs::OFlags::NONBLOCK, nonblocking);
             Ok(rustix::fs::fcntl_setfl(fd, flags)?)
         })
     }
 
-    /// Completes pending waits with `ECANCELED`; the device keeps watching.
-    pub fn cancel(&self) {
-        self.svc.reactor().cancel_source(self.token.get());
-    }
-
-    /// Stops watching; pending waits complete with `ECANCELED`; an owned fd is closed, an attached one
-    /// left open.
-    pub fn close(&self) {
-        drop(
-            self.svc
-                .reactor()
-                .remove_source(self.token.replace(Token::NONE)),
-        );
-    }
-
     /// Stops watching and hands an owned fd back, open; `None` for an attached fd (it was never ours)
     /// or a closed device.
     pub fn release(&self) -> Option<OwnedFd> {
-        self.svc
-            .reactor()
-            .remove_source(self.token.replace(Token::NONE))
-            .and_then(FdSlot::into_owned)
+        self.registration.take().and_then(FdSlot::into_owned)
     }
 
-    /// Whether the device is watching an fd.
-    pub fn is_open(&self) -> bool {
-        self.native().is_some()
-    }
-
-    /// The raw fd, while watched (booster's `native()`).
-    pub fn native(&self) -> Option<RawFd> {
-        self.svc
-            .reactor()
-            .with_fd(self.token.get(), |fd| Ok(fd.as_raw_fd()))
-            .ok()
-    }
-
-    /// The loop this device belongs to.
-    pub fn service(&self) -> &LocalHandle {
-        &self.svc
-    }
-}
-
-impl Drop for IoDevice {
-    fn drop(&mut self) {
-        self.close();
-    }
+    registered_object!(registration, "device");
 }
 
 impl std::fmt::Debug for IoDevice {

@@ -8,5 +8,6 @@ pub(crate) mod device;
 pub(crate) mod dialer;
 pub(crate) mod hooks;
 pub(crate) mod options;
+pub(crate) mod registration;
 pub(crate) mod socket;
 pub(crate) mod stream;

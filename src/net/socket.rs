@@ -2,9 +2,9 @@
 //! socket's hooks), closing, cancelling, releasing, access to the fd for options, and the Unix socket
 //! file a bound socket created.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -13,15 +13,16 @@ use socket2::{SockRef, Socket, Type};
 use crate::LocalHandle;
 use crate::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
+use crate::net::registration::Registration;
 use crate::op::{Op, Operation};
-use crate::reactor::FdSlot;
-use crate::reactor::Token;
+use crate::reactor::{FdSlot, Token};
 
 pub(crate) struct SocketCore {
-    svc: LocalHandle,
-    token: Cell<Token>,
+    registration: Registration,
     /// Applied to every fd this object creates (`open`).
     hooks: SocketHooks,
+    /// The Unix socket file a bind of this socket created, removed when it closes.
+    unix_file: UnixFile,
 }
 
 impl SocketCore {
@@ -31,33 +32,33 @@ impl SocketCore {
 
     pub(crate) fn with_hooks(svc: &LocalHandle, hooks: SocketHooks) -> SocketCore {
         SocketCore {
-            svc: svc.clone(),
-            token: Cell::new(Token::NONE),
+            registration: Registration::new(svc),
             hooks,
+            unix_file: UnixFile::default(),
         }
     }
 
     pub(crate) fn svc(&self) -> &LocalHandle {
-        &self.svc
+        self.registration.svc()
     }
 
     pub(crate) fn token(&self) -> Token {
-        self.token.get()
+        self.registration.token()
     }
 
     /// An operation on this socket.
     #[inline(always)]
     pub(crate) fn op<O: Operation>(&self, op: O) -> Op<O> {
-        Op::new(self.svc.reactor(), self.token(), op)
+        self.registration.op(op)
     }
 
     /// An operation that completes with `err` without trying (the socket could not be set up).
     pub(crate) fn failed_op<O: Operation>(&self, op: O, err: io::Error) -> Op<O> {
-        Op::failed(self.svc.reactor(), op, err)
+        self.registration.failed_op(op, err)
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        self.svc.reactor().with_fd(self.token(), |_| Ok(())).is_ok()
+        self.registration.is_open()
     }
 
     /// Creates a non-blocking, close-on-exec socket of `family` and `ty`, runs the `on_open` hook and
@@ -80,7 +81,7 @@ impl SocketCore {
     /// Tells the loop the socket's family, which decides whether a short read proves it empty (TCP)
     /// or not (Unix: a read stops at a message carrying fds).
     pub(crate) fn set_family(&self, family: Family) {
-        self.svc
+        self.svc()
             .reactor()
             .set_short_read_drains(self.token(), family != Family::Unix);
     }
@@ -99,12 +100,10 @@ impl SocketCore {
         self.register_slot(FdSlot::Owned(fd))
     }
 
-    /// Registers a prepared slot (an fd with or without a close hook).
+    /// Registers a prepared slot (an fd with or without a close hook), closing whatever was open
+    /// before.
     pub(crate) fn register_slot(&self, slot: FdSlot) -> io::Result<()> {
-        let token = self.svc.reactor().add_source(slot)?;
-        self.close();
-        self.token.set(token);
-        Ok(())
+        self.registration.register(slot)
     }
 
     /// Makes `fd` non-blocking, then registers it.
@@ -118,9 +117,7 @@ impl SocketCore {
         &self,
         f: impl FnOnce(SockRef<'_>) -> io::Result<R>,
     ) -> io::Result<R> {
-        self.svc
-            .reactor()
-            .with_fd(self.token(), |fd| f(SockRef::from(&fd)))
+        self.registration.with_fd(|fd| f(SockRef::from(&fd)))
     }
 
     pub(crate) fn local_endpoint(&self) -> io::Result<Endpoint> {
@@ -133,29 +130,32 @@ impl SocketCore {
 
     /// The raw fd, while open.
     pub(crate) fn native(&self) -> Option<RawFd> {
-        self.svc
-            .reactor()
-            .with_fd(self.token(), |fd| Ok(fd.as_raw_fd()))
-            .ok()
+        self.registration.native()
     }
 
     /// Completes pending operations with `ECANCELED`; the socket stays open.
     pub(crate) fn cancel(&self) {
-        self.svc.reactor().cancel_source(self.token());
+        self.registration.cancel();
     }
 
-    /// Cancels pending operations and closes the fd. Closing twice does nothing.
+    /// Remembers the Unix socket file that a bind to `endpoint` just created, to remove it on close.
+    pub(crate) fn bound(&self, endpoint: &Endpoint) {
+        self.unix_file.bound(endpoint);
+    }
+
+    /// Cancels pending operations, closes the fd and removes the Unix socket file a bind created.
+    /// Closing twice does nothing.
     pub(crate) fn close(&self) {
-        let token = self.token.replace(Token::NONE);
-        drop(self.svc.reactor().remove_source(token));
+        self.registration.close();
+        self.unix_file.remove();
     }
 
-    /// Cancels pending operations and hands the fd back without closing it.
+    /// Cancels pending operations and hands the fd back without closing it (a Unix socket file
+    /// stays in place: the socket lives on elsewhere).
     pub(crate) fn release(&self) -> io::Result<OwnedFd> {
-        let token = self.token.replace(Token::NONE);
-        self.svc
-            .reactor()
-            .remove_source(token)
+        self.unix_file.forget();
+        self.registration
+            .take()
             .and_then(FdSlot::into_owned)
             .ok_or_else(crate::error::closed)
     }

@@ -9,7 +9,7 @@
 use std::io;
 use std::net::Shutdown;
 use std::ops::ControlFlow;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
 use socket2::{Domain, Socket, Type};
 
@@ -18,6 +18,7 @@ use crate::buf::{IoBuf, IoBufMut};
 use crate::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
 use crate::net::options::socket_options;
+use crate::net::registration::registered_object;
 use crate::net::socket::SocketCore;
 use crate::op::nonblocking;
 use crate::op::read_each::ReadEach;
@@ -363,21 +364,6 @@ impl StreamSocket {
         self.core.with_socket(|s| s.shutdown(how))
     }
 
-    /// Completes pending operations with `ECANCELED`; the socket stays open and usable.
-    pub fn cancel(&self) {
-        self.core.cancel();
-    }
-
-    /// Completes pending operations with `ECANCELED` and closes the fd. Closing twice does nothing.
-    pub fn close(&self) {
-        self.core.close();
-    }
-
-    /// Whether the socket is open.
-    pub fn is_open(&self) -> bool {
-        self.core.is_open()
-    }
-
     /// Stops using the fd and hands it back, open (pending operations complete with `ECANCELED`).
     /// The fd stays non-blocking.
     ///
@@ -495,15 +481,7 @@ impl StreamSocket {
 
     socket_options!(linger, ttl, tos, only_v6, reuse_address, reuse_port);
 
-    /// The raw fd, while open (booster's `native()`); the socket keeps owning it.
-    pub fn native(&self) -> Option<RawFd> {
-        self.core.native()
-    }
-
-    /// The loop this socket belongs to (booster's `get_io_service`).
-    pub fn service(&self) -> &LocalHandle {
-        self.core.svc()
-    }
+    registered_object!(core, "socket");
 }
 
 impl std::fmt::Debug for StreamSocket {

@@ -1,0 +1,137 @@
+//! An object's place in its loop: the loop and the token of its source. Every I/O object has one
+//! (sockets through `SocketCore`, `IoDevice` directly), and [`registered_object!`] gives them the
+//! methods that only delegate to it.
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use crate::LocalHandle;
+use crate::op::{Op, Operation};
+use crate::reactor::{FdSlot, Token};
+
+pub(crate) struct Registration {
+    svc: LocalHandle,
+    /// [`Token::NONE`] while nothing is registered (not opened yet, or closed).
+    token: Cell<Token>,
+}
+
+impl Registration {
+    /// Nothing registered yet.
+    pub(crate) fn new(svc: &LocalHandle) -> Registration {
+        Registration {
+            svc: svc.clone(),
+            token: Cell::new(Token::NONE),
+        }
+    }
+
+    pub(crate) fn svc(&self) -> &LocalHandle {
+        &self.svc
+    }
+
+    pub(crate) fn token(&self) -> Token {
+        self.token.get()
+    }
+
+    /// Registers `slot` with the loop, closing whatever was registered before.
+    pub(crate) fn register(&self, slot: FdSlot) -> io::Result<()> {
+        let token = self.svc.reactor().add_source(slot)?;
+        self.close();
+        self.token.set(token);
+        Ok(())
+    }
+
+    /// An operation on this object's source.
+    #[inline(always)]
+    pub(crate) fn op<O: Operation>(&self, op: O) -> Op<O> {
+        Op::new(self.svc.reactor(), self.token(), op)
+    }
+
+    /// An operation that completes with `err` without trying (the object could not be set up).
+    pub(crate) fn failed_op<O: Operation>(&self, op: O, err: io::Error) -> Op<O> {
+        Op::failed(self.svc.reactor(), op, err)
+    }
+
+    /// Runs `f` with the fd, while registered.
+    pub(crate) fn with_fd<R>(
+        &self,
+        f: impl FnOnce(BorrowedFd<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.svc.reactor().with_fd(self.token(), f)
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.with_fd(|_| Ok(())).is_ok()
+    }
+
+    /// The raw fd, while registered.
+    pub(crate) fn native(&self) -> Option<RawFd> {
+        self.with_fd(|fd| Ok(fd.as_raw_fd())).ok()
+    }
+
+    /// Completes pending operations with `ECANCELED`; the source stays registered.
+    pub(crate) fn cancel(&self) {
+        self.svc.reactor().cancel_source(self.token());
+    }
+
+    /// Cancels pending operations and closes the fd (an attached one is only forgotten). Closing
+    /// twice does nothing.
+    pub(crate) fn close(&self) {
+        drop(self.take());
+    }
+
+    /// Cancels pending operations and takes the source out of the loop: its fd slot, if it was
+    /// registered.
+    pub(crate) fn take(&self) -> Option<FdSlot> {
+        self.svc
+            .reactor()
+            .remove_source(self.token.replace(Token::NONE))
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The methods every I/O object has that only delegate to its place in the loop: `cancel`, `close`,
+/// `is_open`, `native`, `service`. Used inside the object's `impl` block, naming the field that
+/// offers them (`core` of a socket, `registration` of a device) and what the object is called in
+/// their docs.
+macro_rules! registered_object {
+    ($field:ident, $what:literal) => {
+        #[doc = concat!("Completes pending operations with `ECANCELED`; the ", $what, " stays open and usable.")]
+        pub fn cancel(&self) {
+            self.$field.cancel();
+        }
+
+        #[doc = concat!(
+            "Completes pending operations with `ECANCELED` and closes the fd if the ", $what,
+            " owns it (running a socket's `on_close` hook first, and removing the Unix socket file ",
+            "its bind created). Closing twice does nothing."
+        )]
+        pub fn close(&self) {
+            self.$field.close();
+        }
+
+        #[doc = concat!("Whether the ", $what, " is open.")]
+        pub fn is_open(&self) -> bool {
+            self.$field.is_open()
+        }
+
+        #[doc = concat!(
+            "The raw fd, while open (booster's `native()`); the ", $what, " keeps owning it."
+        )]
+        pub fn native(&self) -> Option<std::os::fd::RawFd> {
+            self.$field.native()
+        }
+
+        #[doc = concat!("The loop this ", $what, " belongs to (booster's `get_io_service`).")]
+        pub fn service(&self) -> &$crate::LocalHandle {
+            self.$field.svc()
+        }
+    };
+}
+
+pub(crate) use registered_object;

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -32,9 +33,10 @@ pub struct Op<O: Operation> {
     reactor: Rc<Reactor>,
     token: Token,
     /// The operation while this future holds it: `None` once finished, and while the ring's cell
-    /// holds it. Tries work on it in place.
-    op: Option<O>,
-    state: State<O>,
+    /// holds it. Tries work on it in place. Dropped by hand (see `Drop`), as is `state`, so that
+    /// dropping a finished operation, the common drop, costs one check.
+    op: ManuallyDrop<Option<O>>,
+    state: ManuallyDrop<State<O>>,
     background: bool,
 }
 
@@ -54,8 +56,8 @@ impl<O: Operation> Op<O> {
         Op {
             reactor: reactor.clone(),
             token,
-            op: Some(op),
-            state: State::Idle,
+            op: ManuallyDrop::new(Some(op)),
+            state: ManuallyDrop::new(State::Idle),
             background: false,
         }
     }
@@ -65,8 +67,8 @@ impl<O: Operation> Op<O> {
         Op {
             reactor: reactor.clone(),
             token: Token::NONE,
-            op: Some(op),
-            state: State::Failed(err),
+            op: ManuallyDrop::new(Some(op)),
+            state: ManuallyDrop::new(State::Failed(err)),
             background: false,
         }
     }
@@ -89,35 +91,34 @@ impl<O: Operation> Op<O> {
         // The common case, small enough to inline: a fresh operation starts as a callback. Taken
         // apart in place (nothing of a fresh operation is left to undo, so its `Drop` has nothing
         // to do), so that what `new` just wrote is read back without being moved around first.
-        let this = std::mem::ManuallyDrop::new(self);
-        if let (State::Idle, Some(_)) = (&this.state, &this.op) {
+        let this = ManuallyDrop::new(self);
+        if let (State::Idle, Some(_)) = (&*this.state, &*this.op) {
             // SAFETY: the reactor and the operation are moved out exactly once, and `this` is never
             // used or dropped again (its state, `Idle`, owns nothing); `op` was just seen `Some`.
             let (reactor, op) = unsafe {
                 (
                     std::ptr::read(&this.reactor),
-                    std::ptr::read(&this.op).unwrap_unchecked(),
+                    ManuallyDrop::into_inner(std::ptr::read(&this.op)).unwrap_unchecked(),
                 )
             };
             callback::start(&reactor, this.token, op, handler, !this.background);
             return;
         }
-        let (reactor, token, op, state, background) =
-            std::mem::ManuallyDrop::into_inner(this).into_parts();
+        let (reactor, token, op, state, background) = ManuallyDrop::into_inner(this).into_parts();
         Op::then_otherwise(reactor, token, op, state, background, handler);
     }
 
     /// The parts of the operation, taken apart without running its `Drop` (nothing of it is left to
     /// undo: whoever takes the parts takes that on).
     fn into_parts(self) -> (Rc<Reactor>, Token, Option<O>, State<O>, bool) {
-        let this = std::mem::ManuallyDrop::new(self);
+        let this = ManuallyDrop::new(self);
         // SAFETY: each field is moved out exactly once, and `this` is never used or dropped again.
         unsafe {
             (
                 std::ptr::read(&this.reactor),
                 this.token,
-                std::ptr::read(&this.op),
-                std::ptr::read(&this.state),
+                ManuallyDrop::into_inner(std::ptr::read(&this.op)),
+                ManuallyDrop::into_inner(std::ptr::read(&this.state)),
                 this.background,
             )
         }
@@ -168,14 +169,14 @@ impl<O: Operation> Future for Op<O> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O::Output> {
         let this = self.get_mut();
-        match std::mem::replace(&mut this.state, State::Idle) {
+        match std::mem::replace(&mut *this.state, State::Idle) {
             State::Idle => this.poll_try(None, cx),
             State::Waiting { id, epoch } => this.poll_try(Some((id, epoch)), cx),
             State::Failed(err) => Poll::Ready(this.take_op().finish(Err(err))),
             State::Ring { cell, key } => match cell.poll_output(cx.waker()) {
                 Some(out) => Poll::Ready(out),
                 None => {
-                    this.state = State::Ring { cell, key };
+                    *this.state = State::Ring { cell, key };
                     Poll::Pending
                 }
             },
@@ -212,7 +213,7 @@ impl<O: Operation> Op<O> {
             AtSource::Try(fd) => fd,
             AtSource::Done(res) => return Poll::Ready(self.take_op().finish(res)),
             AtSource::Wait(id, epoch) => {
-                self.state = State::Waiting { id, epoch };
+                *self.state = State::Waiting { id, epoch };
                 return Poll::Pending;
             }
             AtSource::Fail(err) => return Poll::Ready(self.take_op().finish(Err(err))),
@@ -242,7 +243,7 @@ impl<O: Operation> Op<O> {
         match self.reactor.wait_in_line(self.token, interest, cx.waker()) {
             Some((id, epoch)) => {
                 self.reactor.watch_fd(self.token, fd, interest);
-                self.state = State::Waiting { id, epoch };
+                *self.state = State::Waiting { id, epoch };
                 Poll::Pending
             }
             None => Poll::Ready(self.take_op().finish(Err(crate::error::closed()))),
@@ -262,7 +263,7 @@ impl<O: Operation> Op<O> {
             RingStart::Started(key) => {
                 // Nothing can have finished yet: this only records the waker.
                 let _ = cell.poll_output(cx.waker());
-                self.state = State::Ring { cell, key };
+                *self.state = State::Ring { cell, key };
                 return Poll::Pending;
             }
             RingStart::Busy(slot) => (slot, false),
@@ -277,31 +278,32 @@ impl<O: Operation> Op<O> {
             return Poll::Ready(op.finish(Err(self.reactor.gone_error())));
         }
         // Its turn comes when the direction's request finishes: no readiness to watch.
-        self.op = Some(op);
+        *self.op = Some(op);
         self.wait_on(interest, None, cx)
     }
 }
 
 impl<O: Operation> Drop for Op<O> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
-        // A finished or never-started operation (the common drop, right after its result came)
-        // has nothing to undo: the rest stays out of line.
-        if matches!(self.state, State::Waiting { .. } | State::Ring { .. }) {
-            self.abandon();
+        // A finished operation (the common drop, right after its result came) holds nothing and has
+        // nothing to undo: one check, inlined where the future is dropped.
+        if self.op.is_some() || !matches!(*self.state, State::Idle) {
+            self.drop_unfinished();
         }
     }
 }
 
 impl<O: Operation> Op<O> {
     /// Takes an unfinished operation's waiter out of its line, or asks the kernel to cancel its
-    /// request on the ring (the operation stays in the loop's table until the kernel lets go).
+    /// request on the ring (the operation stays in the loop's table until the kernel lets go), then
+    /// drops what it holds. Only from `drop`.
     #[cold]
     #[inline(never)]
-    fn abandon(&mut self) {
-        match &self.state {
+    fn drop_unfinished(&mut self) {
+        match &*self.state {
             State::Waiting { id, .. } => {
-                if let Some(op) = &self.op {
+                if let Some(op) = &*self.op {
                     self.reactor.withdraw(self.token, op.interest(), *id);
                 }
             }
@@ -311,12 +313,17 @@ impl<O: Operation> Op<O> {
             }
             _ => {}
         }
+        // SAFETY: called once, from `drop`: neither field is used again.
+        unsafe {
+            ManuallyDrop::drop(&mut self.op);
+            ManuallyDrop::drop(&mut self.state);
+        }
     }
 }
 
 impl<O: Operation> std::fmt::Debug for Op<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match (&self.state, &self.op) {
+        let state = match (&*self.state, &*self.op) {
             (State::Waiting { .. } | State::Ring { .. }, _) => "waiting",
             (_, Some(_)) => "not started",
             (_, None) => "done",

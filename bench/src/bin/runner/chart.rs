@@ -21,6 +21,7 @@ const COLORS: [RGBColor; SERVERS.len()] = [
     RGBColor(44, 160, 44),   // Asio
     RGBColor(148, 103, 189), // libuv
     RGBColor(140, 86, 75),   // aio callbacks on io_uring
+    RGBColor(23, 190, 207),  // aio callbacks on poll
 ];
 
 fn short(key: &str) -> &str {
@@ -34,6 +35,7 @@ fn short(key: &str) -> &str {
         "asio" => "Asio",
         "libuv" => "libuv",
         "aio-uring" => "aio uring",
+        "aio-poll" => "aio poll",
         other => other,
     }
 }

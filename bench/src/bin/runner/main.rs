@@ -49,8 +49,8 @@ pub struct Cli {
     /// Seconds of warm-up before each measured phase.
     #[arg(long)]
     pub warmup: Option<f64>,
-    /// Only these servers (comma-separated keys: c, aio, aio-stream, aio-async, aio-async-stream, tokio, asio, libuv, aio-uring:
-    /// the callback server on aio's io_uring backend).
+    /// Only these servers (comma-separated keys: c, aio, aio-stream, aio-async, aio-async-stream, tokio, asio, libuv, aio-uring,
+    /// aio-poll: the callback server on aio's io_uring and poll backends).
     #[arg(long, value_delimiter = ',')]
     pub servers: Option<Vec<String>>,
     /// Only these scenarios (pingpong, inflight, conns1000, large, unix, idle).
@@ -120,7 +120,7 @@ const fn server(key: &'static str, label: &'static str, path: &'static str) -> S
     }
 }
 
-pub const SERVERS: [ServerDef; 9] = [
+pub const SERVERS: [ServerDef; 10] = [
     server("c", "C epoll (floor)", "bench/target/servers/c_epoll"),
     server("aio", "aio callbacks", "bench/target/release/aio_echo"),
     server(
@@ -151,6 +151,14 @@ pub const SERVERS: [ServerDef; 9] = [
         label: "aio callbacks, io_uring",
         path: "bench/target/release/aio_echo",
         env: &[("AIO_BACKEND", "uring")],
+        default: true,
+    },
+    // The callback server on aio's portable poll(2) backend.
+    ServerDef {
+        key: "aio-poll",
+        label: "aio callbacks, poll",
+        path: "bench/target/release/aio_echo",
+        env: &[("AIO_BACKEND", "poll")],
         default: true,
     },
 ];

@@ -138,7 +138,7 @@ impl Acceptor {
     }
 
     /// Accepts one connection: the new socket and the peer's endpoint. Finding no connection (another
-    /// process took it) waits again; `EMFILE`/`ENFILE` are reported (see [`crate::op::Accept`]).
+    /// process took it) waits again; `EMFILE`/`ENFILE` are reported (see [`Accept`](crate::Accept)).
     pub fn accept(&self) -> Op<Accept> {
         let hooks = self.accepted_hooks.borrow().clone();
         self.core.op(Accept::new(self.core.svc(), hooks))

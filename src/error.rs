@@ -25,3 +25,13 @@ pub(crate) fn closed() -> io::Error {
         "operation on a socket or device that is not open (closed, released or never opened)",
     )
 }
+
+/// The message a panic carried (`panic!("...")` with a literal or formatted text), for an error that
+/// reports it in place of the panic.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string())
+}

@@ -125,11 +125,7 @@ impl SocketHooks {
             })) {
                 Ok(result) => result?,
                 Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic payload".to_string());
+                    let what = crate::error::panic_message(&*panic);
                     return Err(io::Error::other(format!(
                         "the on_open hook panicked: {what}"
                     )));

@@ -10,7 +10,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
 use super::{Cx, Operation, RingEntry, attempt_on, attempt_with_loop, keep_outcome};
-use crate::reactor::block::{Attempt, Job, Waiting};
+use crate::reactor::block::{Attempt, Job, TypedBlock, Waiting};
 use crate::reactor::{Reactor, Token};
 
 /// A callback operation in its block.
@@ -32,24 +32,11 @@ where
     O: Operation,
     F: FnOnce(O::Output) + 'static,
 {
-    if reactor.is_shut_down() {
-        return;
-    }
-    if counted {
-        reactor.add_work();
-    }
     let interest = op.interest();
     let needs_ready = op.needs_ready();
-    let block = reactor.alloc_op(
-        CallbackOp {
-            token,
-            counted,
-            op,
-            handler,
-            result: None,
-        },
-        reactor.seq(),
-    );
+    let Some(block) = block(reactor, token, op, handler, counted, None) else {
+        return;
+    };
     if O::RING && reactor.ring_mode() {
         reactor.ring_start_callback(token, interest, block.into_op());
         return;
@@ -64,23 +51,40 @@ where
     O: Operation,
     F: FnOnce(O::Output) + 'static,
 {
+    if let Some(block) = block(reactor, Token::NONE, op, handler, counted, Some(Err(err))) {
+        reactor.push_job(block.into_job());
+    }
+}
+
+/// The block of a callback operation, counted as work unless background; `None` once the loop is
+/// shut down (the handler is dropped unrun).
+#[inline(always)]
+fn block<O, F>(
+    reactor: &Reactor,
+    token: Token,
+    op: O,
+    handler: F,
+    counted: bool,
+    result: Option<io::Result<O::Value>>,
+) -> Option<TypedBlock<CallbackOp<O, F>>>
+where
+    O: Operation,
+    F: FnOnce(O::Output) + 'static,
+{
     if reactor.is_shut_down() {
-        return;
+        return None;
     }
     if counted {
         reactor.add_work();
     }
-    let block = reactor.alloc_op(
-        CallbackOp {
-            token: Token::NONE,
-            counted,
-            op,
-            handler,
-            result: Some(Err(err)),
-        },
-        reactor.seq(),
-    );
-    reactor.push_job(block.into_job());
+    let body = CallbackOp {
+        token,
+        counted,
+        op,
+        handler,
+        result,
+    };
+    Some(reactor.alloc_op(body, reactor.seq()))
 }
 
 impl<O: Operation, F: FnOnce(O::Output) + 'static> Job for CallbackOp<O, F> {
@@ -136,12 +140,7 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> Waiting for CallbackOp<O, F> 
         if self.result.is_some() {
             return (true, None);
         }
-        let mut cx = Cx {
-            fd: None,
-            reactor: None,
-            drained: false,
-            retry_after: None,
-        };
+        let mut cx = Cx::for_completion();
         let step = self.op.complete(res, &mut cx);
         (keep_outcome(&mut self.result, step), cx.retry_after)
     }

@@ -63,6 +63,17 @@ pub struct Cx<'a> {
 }
 
 impl<'a> Cx<'a> {
+    /// The context of a step that makes no syscall of its own: the kernel's answer to a ring
+    /// request.
+    pub(crate) fn for_completion() -> Cx<'a> {
+        Cx {
+            fd: None,
+            reactor: None,
+            drained: false,
+            retry_after: None,
+        }
+    }
+
     /// The fd of an I/O operation's source. Only operations made by fd-backed objects call this, and
     /// those objects' tokens always name fd sources.
     #[inline]

@@ -158,12 +158,7 @@ impl<O: Operation> TaskSlot for TaskCell<O> {
         let Some(mut op) = self.state.borrow_mut().op.take() else {
             return (true, None);
         };
-        let mut cx = Cx {
-            fd: None,
-            reactor: None,
-            drained: false,
-            retry_after: None,
-        };
+        let mut cx = Cx::for_completion();
         match op.complete(res, &mut cx) {
             std::task::Poll::Ready(res) => {
                 self.finish(op.finish(res), reactor);

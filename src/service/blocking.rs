@@ -58,11 +58,7 @@ impl BlockingPool {
             match catch_unwind(AssertUnwindSafe(f)) {
                 Ok(value) => completer.complete(value),
                 Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic payload".to_string());
+                    let message = crate::error::panic_message(&*panic);
                     completer.fail(io::Error::other(format!(
                         "blocking task panicked: {message}"
                     )));

@@ -187,6 +187,10 @@ pub(crate) trait Driver {
     /// Nothing waits on `interest` of `fd` any more. A level-triggered backend stops watching it (it
     /// would report the same readiness at every wait); edge-triggered ones ignore this.
     fn unwatch(&mut self, _fd: BorrowedFd<'_>, _interest: Interest) {}
+    /// Mutes (or unmutes) `interest` of `fd` during a back-off: a level-triggered backend does not
+    /// report it meanwhile, whatever waits on it (edge-triggered ones ignore this: the reactor ignores
+    /// their events during a back-off).
+    fn mute(&mut self, _fd: BorrowedFd<'_>, _interest: Interest, _muted: bool) {}
     /// Stops watching `fd`. Called before the fd is closed or handed back to its owner.
     fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()>;
     /// Waits up to `timeout` (`None`: without limit) and appends what became ready to `events`.
@@ -250,6 +254,12 @@ impl Driver for AnyDriver {
     fn unwatch(&mut self, fd: BorrowedFd<'_>, interest: Interest) {
         if let AnyDriver::Poll(d) = self {
             d.unwatch(fd, interest);
+        }
+    }
+    #[inline]
+    fn mute(&mut self, fd: BorrowedFd<'_>, interest: Interest, muted: bool) {
+        if let AnyDriver::Poll(d) = self {
+            d.mute(fd, interest, muted);
         }
     }
     #[inline]

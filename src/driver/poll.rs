@@ -21,13 +21,24 @@ const WRITE_EVENTS: i16 = libc::POLLOUT;
 /// The fd of an entry that nobody waits on: `poll` skips negative fds and reports nothing for them.
 const SKIPPED: RawFd = -1;
 
+/// What the driver keeps of a registered fd besides its pollfd.
+#[derive(Clone, Copy)]
+struct Entry {
+    token: Token,
+    fd: RawFd,
+    /// The directions waited on, and those muted by a back-off: the pollfd asks for the first less
+    /// the second.
+    wanted: i16,
+    muted: i16,
+}
+
 pub(crate) struct PollDriver {
     /// A duplicate of the loop's wake-up fd, owned so that it outlives the array entry naming it.
     _wake: OwnedFd,
     /// What `poll` is given. Entry 0 is the wake-up fd, always watched for reading.
     fds: Vec<libc::pollfd>,
     /// Per entry, the token and the fd it stands for (its pollfd's fd is [`SKIPPED`] while unwatched).
-    entries: Vec<(Token, RawFd)>,
+    entries: Vec<Entry>,
     /// Per fd number, the index of its entry plus one (0: not registered). Fd numbers are small and
     /// dense: the lowest free one is always taken.
     index: Vec<u32>,
@@ -43,7 +54,12 @@ impl PollDriver {
                 events: READ_EVENTS,
                 revents: 0,
             }],
-            entries: vec![(Token::WAKE, raw)],
+            entries: vec![Entry {
+                token: Token::WAKE,
+                fd: raw,
+                wanted: READ_EVENTS,
+                muted: 0,
+            }],
             index: Vec::new(),
             _wake: wake,
         })
@@ -55,22 +71,18 @@ impl PollDriver {
         (slot != 0).then(|| slot as usize - 1)
     }
 
-    /// Turns `bits` of the entry of `fd` on or off.
-    fn set(&mut self, fd: BorrowedFd<'_>, bits: i16, on: bool) {
+    /// Changes the entry of `fd` with `change`, then asks the kernel for what it wants and is not
+    /// muted.
+    fn update(&mut self, fd: BorrowedFd<'_>, change: impl FnOnce(&mut Entry)) {
         let Some(i) = self.entry(fd) else {
             return;
         };
+        let entry = &mut self.entries[i];
+        change(entry);
+        let events = entry.wanted & !entry.muted;
         let pfd = &mut self.fds[i];
-        if on {
-            pfd.events |= bits;
-        } else {
-            pfd.events &= !bits;
-        }
-        pfd.fd = if pfd.events == 0 {
-            SKIPPED
-        } else {
-            self.entries[i].1
-        };
+        pfd.events = events;
+        pfd.fd = if events == 0 { SKIPPED } else { entry.fd };
     }
 }
 
@@ -96,17 +108,32 @@ impl Driver for PollDriver {
             events: 0,
             revents: 0,
         });
-        self.entries.push((token, raw));
+        self.entries.push(Entry {
+            token,
+            fd: raw,
+            wanted: 0,
+            muted: 0,
+        });
         self.index[number] = self.fds.len() as u32;
         Ok(())
     }
 
     fn watch(&mut self, fd: BorrowedFd<'_>, _token: Token, interest: Interest) {
-        self.set(fd, bits(interest), true);
+        self.update(fd, |e| e.wanted |= bits(interest));
     }
 
     fn unwatch(&mut self, fd: BorrowedFd<'_>, interest: Interest) {
-        self.set(fd, bits(interest), false);
+        self.update(fd, |e| e.wanted &= !bits(interest));
+    }
+
+    fn mute(&mut self, fd: BorrowedFd<'_>, interest: Interest, muted: bool) {
+        self.update(fd, |e| {
+            if muted {
+                e.muted |= bits(interest);
+            } else {
+                e.muted &= !bits(interest);
+            }
+        });
     }
 
     fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -116,8 +143,8 @@ impl Driver for PollDriver {
         self.index[fd.as_raw_fd() as usize] = 0;
         self.fds.swap_remove(i);
         self.entries.swap_remove(i);
-        if let Some(&(_, moved)) = self.entries.get(i) {
-            self.index[moved as usize] = i as u32 + 1;
+        if let Some(moved) = self.entries.get(i) {
+            self.index[moved.fd as usize] = i as u32 + 1;
         }
         Ok(())
     }
@@ -148,13 +175,13 @@ impl Driver for PollDriver {
         let Some(mut left) = waited(res, &[])? else {
             return Ok(());
         };
-        for (pfd, &(token, _)) in self.fds.iter_mut().zip(&self.entries) {
+        for (pfd, entry) in self.fds.iter_mut().zip(&self.entries) {
             if left == 0 {
                 break;
             }
             if pfd.revents != 0 {
                 left -= 1;
-                events.push(event(token, u32::from(pfd.revents as u16)));
+                events.push(event(entry.token, u32::from(pfd.revents as u16)));
                 pfd.revents = 0;
             }
         }

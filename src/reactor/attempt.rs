@@ -210,8 +210,8 @@ impl Reactor {
     /// reports that direction's next edge. On epoll an fd is watched for reading from its
     /// registration on, and for writing once a write first has to wait: most sockets never do, and
     /// their events then carry no write half for the dispatch to keep_outcome. On io_uring this arms the
-    /// fd's poll request; on poll it puts the direction in the pollfd set, unless a back-off mutes
-    /// it. Called with the source table released.
+    /// fd's poll request; on poll it puts the direction in the pollfd set (where a back-off may mute
+    /// it). The table may be borrowed (only the driver is).
     #[inline(always)]
     pub(crate) fn watch_fd(&self, token: Token, fd: Option<RawFd>, interest: Interest) {
         if self.ring || self.level_triggered || interest == Interest::Write {
@@ -224,15 +224,6 @@ impl Reactor {
         let Some(fd) = fd else {
             return;
         };
-        if self.level_triggered
-            && self
-                .sources
-                .borrow()
-                .get(token)
-                .is_some_and(|s| s.backoff_until(interest).is_some())
-        {
-            return; // the end of the back-off serves the line and watches it again
-        }
         // SAFETY: every caller looked `fd` up in `token`'s live source and ran no user code since (a
         // source's fd closes only through `remove_source`, which user code calls), so it is open.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };

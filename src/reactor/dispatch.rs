@@ -145,12 +145,9 @@ impl Reactor {
             {
                 return Some(task);
             }
-            let Some(waiter) = line.pop_front() else {
-                if self.level_triggered {
-                    self.sync_watch(&source, token, interest);
-                }
-                return None;
-            };
+            // A line left empty stays watched: the next operation usually waits again before the
+            // next wait, and an event that finds nobody unwatches it (see `take_event`).
+            let waiter = line.pop_front()?;
             let more = !line.is_empty();
             let go_on = match waiter {
                 Waiter::Task { wake, .. } => {
@@ -172,9 +169,6 @@ impl Reactor {
                 Waiter::Persistent(_) => unreachable!("a persistent operation is served in place"),
             };
             if !go_on {
-                if self.level_triggered {
-                    self.sync_watch_of(token, interest);
-                }
                 return None;
             }
             // Only the first waiter may complete here.
@@ -187,15 +181,14 @@ impl Reactor {
         }
     }
 
-    /// On a level-triggered backend, makes the driver watch `interest` of `source` exactly while
-    /// its line waits for an event (and no back-off mutes it).
+    /// On a level-triggered backend, makes the driver watch `interest` of `source` while its line
+    /// waits for an event (a back-off mutes it in the driver meanwhile).
     #[cold]
     pub(crate) fn sync_watch(&self, source: &Source, token: Token, interest: Interest) {
         let Some(fd) = source.fd() else {
             return;
         };
-        let wanted =
-            source.dir(interest).line.wants_events() && source.backoff_until(interest).is_none();
+        let wanted = source.dir(interest).line.wants_events();
         let mut driver = self.driver.borrow_mut();
         if wanted {
             driver.watch(fd, token, interest);

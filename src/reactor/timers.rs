@@ -10,6 +10,7 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use super::{Reactor, Token};
+use crate::driver::Driver;
 use crate::driver::Interest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,9 +109,7 @@ impl Reactor {
         let at = Instant::now() + delay;
         if let Some(source) = self.sources.borrow_mut().get_mut(token) {
             source.set_backoff_until(interest, Some(at));
-            if self.level_triggered {
-                self.sync_watch(source, token, interest);
-            }
+            self.mute(source, interest, true);
         }
         self.timers
             .borrow_mut()
@@ -138,9 +137,28 @@ impl Reactor {
                         self.fire(token);
                     }
                 }
-                Some((_, token, Due::Backoff(interest))) => self.make_ready(token, interest),
+                Some((at, token, Due::Backoff(interest))) => {
+                    // The back-off's end (unless another began since): unmuted before its line is
+                    // served, which may leave an operation waiting for the next event.
+                    if let Some(source) = self.sources.borrow_mut().get_mut(token) {
+                        if source.backoff_until(interest) == Some(at) {
+                            source.set_backoff_until(interest, None);
+                            self.mute(source, interest, false);
+                        }
+                    }
+                    self.make_ready(token, interest);
+                }
                 None => return,
             }
+        }
+    }
+}
+
+impl Reactor {
+    /// Mutes (or unmutes) a direction of `source` in a level-triggered driver during a back-off.
+    fn mute(&self, source: &super::Source, interest: Interest, muted: bool) {
+        if let (true, Some(fd)) = (self.level_triggered, source.fd()) {
+            self.driver.borrow_mut().mute(fd, interest, muted);
         }
     }
 }

@@ -4,15 +4,16 @@
 # definite leak.
 #
 #   scripts/valgrind.sh                 # the default subset (what CI runs)
-#   scripts/valgrind.sh cancel framed   # only these test modules (tests/integration/NAME.rs)
+#   scripts/valgrind.sh cancel framed   # only these test modules (tests/*/NAME.rs)
 #   scripts/valgrind.sh --list [NAME...] # print the tests it would run, run nothing
 #
 # What it does:
 # - installs valgrind with apt-get when it is missing (as root, or through sudo);
-# - builds the integration-test binary with `cargo test --no-run --message-format=json` and takes
-#   its path from cargo's JSON messages (no guessing at hashed file names);
-# - for each module, lists the binary's tests named `MODULE::...`, leaves out the skipped ones
-#   (below) and runs the rest by their exact names under `valgrind --error-exitcode=1
+# - builds the test binaries (`integration`, `timing`) with `cargo test --no-run
+#   --message-format=json` and takes their paths from cargo's JSON messages (no guessing at hashed
+#   file names);
+# - for each module, lists the tests named `MODULE::...` of the binary that has it, leaves out the
+#   skipped ones (below) and runs the rest by their exact names under `valgrind --error-exitcode=1
 #   --leak-check=full --errors-for-leak-kinds=definite`, one test at a time (`--test-threads=1`):
 #   one valgrind run per module, with that module's leak options;
 # - follows children (`--trace-children=yes`): tests that re-run themselves in a child process
@@ -86,9 +87,9 @@ if ! $LIST_ONLY && ! command -v valgrind >/dev/null 2>&1; then
 fi
 $LIST_ONLY || valgrind --version
 
-echo "== building the test binary" >&2
-# The executable of the `integration` test target, from cargo's compiler-artifact messages.
-BINARY=$(cargo test --no-run --message-format=json --test integration |
+echo "== building the test binaries" >&2
+# One line per binary: "NAME PATH", from cargo's compiler-artifact messages.
+BINARIES=$(cargo test --no-run --message-format=json --test integration --test timing |
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -97,26 +98,33 @@ for line in sys.stdin:
     except ValueError:
         continue
     if msg.get("reason") == "compiler-artifact" and msg.get("executable") \
-            and msg["target"]["kind"] == ["test"] and msg["target"]["name"] == "integration":
-        print(msg["executable"])
+            and msg["target"]["kind"] == ["test"]:
+        print(msg["target"]["name"], msg["executable"])
 ')
-[ -n "$BINARY" ] || { echo "no integration test binary in cargo's output" >&2; exit 1; }
-ALL_TESTS=$("$BINARY" --list --format=terse | sed -n 's/: test$//p')
 
 failed=()
 for name in "${SUBSET[@]}"; do
-    # The module's tests by full name (a filter would match `NAME::` anywhere in a name), less the
-    # skipped ones.
-    mapfile -t tests < <(grep "^$name::" <<<"$ALL_TESTS" | grep -vF -f <(skips_for "$name") || true)
-    if [ ${#tests[@]} -eq 0 ]; then
-        echo "no tests to run in module $name (tests/integration/$name.rs)" >&2
+    # The module's tests by full name (a filter would match `NAME::` anywhere in a name), from the
+    # binary that has the module, less the skipped ones.
+    binary=""
+    while read -r target path; do
+        mapfile -t tests < <("$path" --list --format=terse | sed -n 's/: test$//p' | grep "^$name::" || true)
+        if [ ${#tests[@]} -ne 0 ]; then
+            binary=$path
+            file="tests/$target/$name.rs"
+            break
+        fi
+    done <<<"$BINARIES"
+    if [ -z "$binary" ]; then
+        echo "no test module $name (tests/*/$name.rs)" >&2
         exit 1
     fi
+    mapfile -t tests < <(printf '%s\n' "${tests[@]}" | grep -vF -f <(skips_for "$name") || true)
     if $LIST_ONLY; then
         printf '%s\n' "${tests[@]}"
         continue
     fi
-    echo "== valgrind: tests/integration/$name.rs, ${#tests[@]} tests (skipping $(skips_for "$name" | paste -sd' '))"
+    echo "== valgrind: $file, ${#tests[@]} tests (skipping $(skips_for "$name" | paste -sd' '))"
     start=$(date +%s)
     # RUST_BACKTRACE=0: a backtrace makes valgrind read debug info per frame, minutes for nothing.
     # shellcheck disable=SC2046 # the options are words
@@ -126,7 +134,7 @@ for name in "${SUBSET[@]}"; do
         $(leak_check_for "$name") \
         --suppressions=scripts/valgrind.supp \
         --trace-children=yes \
-        "$BINARY" --test-threads=1 --exact "${tests[@]}"; then
+        "$binary" --test-threads=1 --exact "${tests[@]}"; then
         echo "-- $name: no errors, no definite leaks ($(($(date +%s) - start)) s)"
     else
         echo "-- $name: FAILED under valgrind ($(($(date +%s) - start)) s)"

@@ -1,12 +1,14 @@
 //! The integration tests: one module per subject, all in one test binary, so that `cargo test` links
-//! one executable instead of one per file. `cargo test --test integration -- NAME` runs the tests
-//! whose full name (`module::test::backend`) contains NAME.
+//! one executable instead of one per file (the timing tests are apart, in `tests/timing`).
+//! `cargo test --test integration -- NAME` runs the tests whose full name
+//! (`module::test::backend`) contains NAME.
 //!
 //! Tests share this process, two or more at a time. One that changes or counts process-wide state
 //! (rlimits, signal dispositions, `fork`, the fd table, threads, resident memory) runs its body in a
 //! child process of its own (`util::in_child`).
 
 #[macro_use]
+#[path = "../util/mod.rs"]
 mod util;
 #[allow(dead_code)]
 mod examples_harness;
@@ -47,5 +49,3 @@ mod stress_fd_reuse;
 mod stress_fork;
 mod stress_hostile_peers;
 mod stress_panic;
-mod timer;
-mod timer_no_spin;

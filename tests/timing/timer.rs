@@ -2,35 +2,22 @@
 //! late by little on an idle loop), cancel, re-arm, drop, waits on an expired timer (next turn, never
 //! inline), dropping an awaited wait, and a million timers scheduled and cancelled.
 //!
-//! The CPU-use check of a loop waiting on a timer lives alone in `timer_no_spin.rs`.
+//! The CPU-use check of a loop waiting on a timer is in `timer_no_spin.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use aio::{DeadlineTimer, IoService};
 
-use crate::util;
+use crate::{exclusive, heavy, util};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// Shared by the tests that load the CPUs (a million timers), held alone by those that measure
-/// lateness: the former never run beside the latter in this process.
-static CPU_HEAVY: RwLock<()> = RwLock::new(());
-
-fn heavy() -> RwLockReadGuard<'static, ()> {
-    CPU_HEAVY.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    CPU_HEAVY.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How late a timer may fire on an idle loop. Generous: CI machines are noisy; "never early" is

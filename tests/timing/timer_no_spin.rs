@@ -1,6 +1,7 @@
 //! A loop that waits on a timer sleeps in the kernel: it does not spin. Measured as the CPU time of
 //! the loop's own thread (`getrusage(RUSAGE_THREAD)`), so tests running beside it in this process
-//! do not count. Alone in its file all the same, so that nothing else competes for the CPU here.
+//! do not count. Never beside a CPU-heavy test all the same (`exclusive()`), so that nothing else
+//! competes for the CPU here.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -8,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use aio::{DeadlineTimer, StreamSocket};
 
-use crate::util;
+use crate::{exclusive, util};
 
 matrix_test!(a_loop_waiting_on_a_timer_uses_little_cpu, |svc| {
+    let _alone = exclusive();
     const WAIT: Duration = Duration::from_millis(200);
     // Company for the timer: a read that never completes, a long background timer, and a cancelled
     // timer whose stale deadline comes due during the wait.
@@ -64,6 +66,7 @@ matrix_test!(a_loop_waiting_on_a_timer_uses_little_cpu, |svc| {
 matrix_test!(
     a_held_chunk_with_bytes_waiting_does_not_spin_the_loop,
     |svc| {
+        let _alone = exclusive();
         const WAIT: Duration = Duration::from_millis(200);
         let (a, b) = StreamSocket::pair(svc).unwrap();
         let local = svc.local();

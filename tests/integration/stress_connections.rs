@@ -227,7 +227,7 @@ fn clients(backend: aio::Backend, target: Endpoint, total: usize) -> Result<(), 
     Ok(())
 }
 
-stress_test!(ten_thousand_concurrent_echo_connections, 60, |svc| {
+matrix_test!(ten_thousand_concurrent_echo_connections, 60, |svc| {
     util::in_child(|| {
         let test = util::current_test();
         let total = connections();

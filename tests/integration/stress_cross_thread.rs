@@ -90,7 +90,7 @@ impl Feeder {
     }
 }
 
-stress_test!(eight_threads_post_and_complete_a_million_each, 150, |svc| {
+matrix_test!(eight_threads_post_and_complete_a_million_each, 150, |svc| {
     let test = util::current_test();
     let total = per_thread();
     let posts: Arc<Vec<AtomicU64>> = Arc::new((0..THREADS).map(|_| AtomicU64::new(0)).collect());

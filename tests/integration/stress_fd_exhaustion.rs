@@ -150,7 +150,7 @@ fn clients(backend: aio::Backend, target: Endpoint) -> Result<(), String> {
     Ok(())
 }
 
-stress_test!(out_of_fds_the_acceptor_backs_off_and_resumes, 40, |svc| {
+matrix_test!(out_of_fds_the_acceptor_backs_off_and_resumes, 40, |svc| {
     // rlimits are per process: in a child process that runs only this test.
     util::in_child(|| {
         let test = util::current_test();

@@ -127,7 +127,7 @@ fn read_expecting(
     }
 }
 
-stress_test!(reused_fds_never_deliver_to_the_wrong_object, 60, |svc| {
+matrix_test!(reused_fds_never_deliver_to_the_wrong_object, 60, |svc| {
     // Counts fds: alone in a child process.
     util::in_child(|| {
         let test = util::current_test();

@@ -94,7 +94,7 @@ fn worker(
     Ok(())
 }
 
-stress_test!(
+matrix_test!(
     prefork_children_share_the_listener_and_the_parent_goes_on,
     40,
     |svc| {
@@ -201,7 +201,7 @@ stress_test!(
     }
 );
 
-stress_test!(
+matrix_test!(
     a_forked_child_dropping_what_it_inherited_leaves_the_parent_registered,
     30,
     |svc| {

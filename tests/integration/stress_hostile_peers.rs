@@ -27,7 +27,7 @@ fn accept_loop(acceptor: Rc<Acceptor>, session: Rc<dyn Fn(StreamSocket)>) {
     });
 }
 
-stress_test!(
+matrix_test!(
     peers_that_reset_mid_write_fail_only_their_own_writes,
     40,
     |svc| {
@@ -118,7 +118,7 @@ stress_test!(
     }
 );
 
-stress_test!(half_closed_peers_get_their_whole_reply, 30, |svc| {
+matrix_test!(half_closed_peers_get_their_whole_reply, 30, |svc| {
     const PEERS: usize = 100;
     for transport in [Transport::TcpV4, Transport::Unix] {
         let (ep, _dir) = util::listen_endpoint(transport).unwrap();
@@ -179,7 +179,7 @@ stress_test!(half_closed_peers_get_their_whole_reply, 30, |svc| {
     }
 });
 
-stress_test!(
+matrix_test!(
     a_stalled_reader_leaves_a_100mb_write_pending_in_bounded_memory,
     30,
     |svc| {
@@ -278,7 +278,7 @@ struct Counts {
     echoed: Cell<usize>,
 }
 
-stress_test!(silent_peers_time_out_while_others_are_served, 30, |svc| {
+matrix_test!(silent_peers_time_out_while_others_are_served, 30, |svc| {
     // Counts the whole process's fds and memory: alone in a child process.
     util::in_child(|| {
         const SILENT: usize = 200;
@@ -342,7 +342,7 @@ stress_test!(silent_peers_time_out_while_others_are_served, 30, |svc| {
     });
 });
 
-stress_test!(
+matrix_test!(
     a_peer_stuffing_fds_into_a_plain_reader_neither_stalls_nor_leaks,
     30,
     |svc| {

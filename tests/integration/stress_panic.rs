@@ -114,7 +114,7 @@ fn quiet_expected_panics() {
     });
 }
 
-stress_test!(a_panicking_handler_loses_no_other_connection, 60, |svc| {
+matrix_test!(a_panicking_handler_loses_no_other_connection, 60, |svc| {
     let test = util::current_test();
     quiet_expected_panics();
     let acceptor = Rc::new(Acceptor::bind(svc, &"127.0.0.1:0".parse().unwrap()).unwrap());

@@ -39,7 +39,6 @@ mod run_modes;
 mod service;
 mod signals;
 mod socket_options;
-mod socket_options2;
 mod socket_ownership;
 mod stream_socket;
 mod stress_connections;

@@ -4,14 +4,18 @@
 # definite leak.
 #
 #   scripts/valgrind.sh                 # the default subset (what CI runs)
-#   scripts/valgrind.sh cancel framed   # only these test files (tests/NAME.rs)
+#   scripts/valgrind.sh cancel framed   # only these test modules (tests/*/NAME.rs)
+#   scripts/valgrind.sh --list [NAME...] # print the tests it would run, run nothing
 #
 # What it does:
 # - installs valgrind with apt-get when it is missing (as root, or through sudo);
-# - builds the test binaries with `cargo test --no-run --message-format=json` and takes their paths
-#   from cargo's JSON messages (no guessing at hashed file names);
-# - runs each binary under `valgrind --error-exitcode=1 --leak-check=full
-#   --errors-for-leak-kinds=definite`, one test at a time (`--test-threads=1`);
+# - builds the test binaries (`integration`, `timing`) with `cargo test --no-run
+#   --message-format=json` and takes their paths from cargo's JSON messages (no guessing at hashed
+#   file names);
+# - for each module, lists the tests named `MODULE::...` of the binary that has it, leaves out the
+#   skipped ones (below) and runs the rest by their exact names under `valgrind --error-exitcode=1
+#   --leak-check=full --errors-for-leak-kinds=definite`, one test at a time (`--test-threads=1`):
+#   one valgrind run per module, with that module's leak options;
 # - follows children (`--trace-children=yes`): tests that re-run themselves in a child process
 #   (`util::in_child`, for rlimits, signal dispositions and fork) are checked in that child too, and
 #   a child's valgrind error fails its parent test.
@@ -34,7 +38,7 @@
 #   woken by another thread or a signal never finish). The same tests run here on epoll and poll,
 #   which share all of the operation and buffer code but the submission; on uring, the suite's data
 #   checks (every byte verified) and the close/cancel tests stand in (see the README, io_uring);
-# - the stress files other than stress_panic and stress_fork: load tests (10,000 connections, 16
+# - the stress modules other than stress_panic and stress_fork: load tests (10,000 connections, 16
 #   million cross-thread jobs, 48,000 sockets) sized for native speed, over the same code paths.
 # stress_fork.rs runs without leak checking (memory errors still fail it): a forked child leaves
 # with _exit, on purpose, so what the threads that did not survive the fork held reads as "lost".
@@ -43,24 +47,28 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DEFAULT_SUBSET=(stream_socket cancel service timer framed datagram fd_passing hooks device executor
     blocking acceptor connect socket_ownership cross_thread stress_panic stress_fork read_each read_stream)
+LIST_ONLY=false
+if [ "${1:-}" = "--list" ]; then
+    LIST_ONLY=true
+    shift
+fi
 SUBSET=("$@")
 if [ ${#SUBSET[@]} -eq 0 ]; then
     SUBSET=("${DEFAULT_SUBSET[@]}")
 fi
 
-# Tests skipped per file (cargo test `--skip` filters: a test whose name contains one is skipped).
+# Tests skipped per module, one per line: a test whose name contains one of these is skipped.
 skips_for() {
-    local uring="--skip ::uring"
+    echo "::uring"
     case "$1" in
-        timer) echo "$uring --skip a_million_timers_scheduled_and_cancelled --skip timers_are_never_early" ;;
-        acceptor) echo "$uring --skip accept_reports_emfile_without_spinning" ;;
-        datagram) echo "$uring --skip echo_of_10000_datagrams" ;;
-        cross_thread) echo "$uring --skip posts_racing_with_the_drop_of_the_service" ;;
-        *) echo "$uring" ;;
+        timer) printf '%s\n' a_million_timers_scheduled_and_cancelled timers_are_never_early ;;
+        acceptor) echo accept_reports_emfile_without_spinning ;;
+        datagram) echo echo_of_10000_datagrams ;;
+        cross_thread) echo posts_racing_with_the_drop_of_the_service ;;
     esac
 }
 
-# Leak checking per file (see above for stress_fork).
+# Leak checking per module (see above for stress_fork).
 leak_check_for() {
     case "$1" in
         stress_fork) echo "--leak-check=no" ;;
@@ -68,7 +76,7 @@ leak_check_for() {
     esac
 }
 
-if ! command -v valgrind >/dev/null 2>&1; then
+if ! $LIST_ONLY && ! command -v valgrind >/dev/null 2>&1; then
     echo "== installing valgrind"
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then
@@ -77,15 +85,11 @@ if ! command -v valgrind >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind
 fi
-valgrind --version
+$LIST_ONLY || valgrind --version
 
-echo "== building the test binaries"
-TEST_ARGS=()
-for name in "${SUBSET[@]}"; do
-    TEST_ARGS+=(--test "$name")
-done
+echo "== building the test binaries" >&2
 # One line per binary: "NAME PATH", from cargo's compiler-artifact messages.
-BINARIES=$(cargo test --no-run --message-format=json "${TEST_ARGS[@]}" |
+BINARIES=$(cargo test --no-run --message-format=json --test integration --test timing |
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -99,9 +103,33 @@ for line in sys.stdin:
 ')
 
 failed=()
-while read -r name path; do
-    [ -n "$name" ] || continue
-    echo "== valgrind: tests/$name.rs $(skips_for "$name")"
+for name in "${SUBSET[@]}"; do
+    # The module's tests by full name (a filter would match `NAME::` anywhere in a name), from the
+    # binary that has the module, less the skipped ones.
+    binary=""
+    while read -r target path; do
+        mapfile -t tests < <("$path" --list --format=terse | sed -n 's/: test$//p' | grep "^$name::" || true)
+        if [ ${#tests[@]} -ne 0 ]; then
+            binary=$path
+            file="tests/$target/$name.rs"
+            break
+        fi
+    done <<<"$BINARIES"
+    if [ -z "$binary" ]; then
+        echo "no test module $name (tests/*/$name.rs)" >&2
+        exit 1
+    fi
+    mapfile -t tests < <(printf '%s\n' "${tests[@]}" | grep -vF -f <(skips_for "$name") || true)
+    if [ ${#tests[@]} -eq 0 ]; then
+        # (No names would run every test of the binary.)
+        echo "-- $name: every test skipped" >&2
+        continue
+    fi
+    if $LIST_ONLY; then
+        printf '%s\n' "${tests[@]}"
+        continue
+    fi
+    echo "== valgrind: $file, ${#tests[@]} tests (skipping $(skips_for "$name" | paste -sd' '))"
     start=$(date +%s)
     # RUST_BACKTRACE=0: a backtrace makes valgrind read debug info per frame, minutes for nothing.
     # shellcheck disable=SC2046 # the options are words
@@ -111,16 +139,17 @@ while read -r name path; do
         $(leak_check_for "$name") \
         --suppressions=scripts/valgrind.supp \
         --trace-children=yes \
-        "$path" --test-threads=1 $(skips_for "$name"); then
+        "$binary" --test-threads=1 --exact "${tests[@]}"; then
         echo "-- $name: no errors, no definite leaks ($(($(date +%s) - start)) s)"
     else
         echo "-- $name: FAILED under valgrind ($(($(date +%s) - start)) s)"
         failed+=("$name")
     fi
-done <<<"$BINARIES"
+done
 
+$LIST_ONLY && exit 0
 if [ ${#failed[@]} -ne 0 ]; then
     echo "valgrind found problems in: ${failed[*]}"
     exit 1
 fi
-echo "valgrind: ${#SUBSET[@]} test files, zero errors, no definite leaks"
+echo "valgrind: ${#SUBSET[@]} test modules, zero errors, no definite leaks"

@@ -3,12 +3,15 @@
 //! process-wide state, and small tools (a deterministic byte pattern, drop counters, a counting
 //! waker).
 //!
-//! Every integration test file starts with `#[macro_use] mod util;` and writes its tests as
-//! `matrix_test!(name, |svc| { ... });`, which makes one `#[test]` per backend: `name::epoll`,
-//! `name::poll`, `name::uring`. `matrix_covers_every_backend` (in `service.rs`) fails if `Backend::all()` grows a
-//! backend the macro does not generate: a new backend is added to `MATRIX` and the macro together.
+//! Every test module writes its tests as `matrix_test!(name, |svc| { ... });` (the macros are in
+//! scope in every module: `util` is declared first in each binary's `main.rs`), which makes one
+//! `#[test]` per backend: `module::name::epoll`, `module::name::poll`, `module::name::uring`.
+//! `matrix_covers_every_backend` (in `service.rs`) fails if `Backend::all()` grows a backend the
+//! macro does not generate: a new backend is added to `MATRIX` and the macro together.
 
 #![allow(dead_code)]
+
+pub mod stress;
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -33,11 +36,15 @@ pub const MATRIX: &[&str] = &["epoll", "poll", "uring"];
 pub const WATCHDOG: Duration = Duration::from_secs(20);
 
 /// One test body per backend: `matrix_test!(name, |svc| { ... })` gives `name::epoll`,
-/// `name::poll` and `name::uring`, each running the body on a fresh `IoService` of that backend under a
-/// watchdog.
+/// `name::poll` and `name::uring`, each running the body on a fresh `IoService` of that backend under
+/// a watchdog of [`WATCHDOG`]. With a number of seconds before the body,
+/// `matrix_test!(name, 60, |svc| { ... })`, the watchdog allows that long instead (the stress tests).
 #[macro_export]
 macro_rules! matrix_test {
     ($(#[$attr:meta])* $name:ident, |$svc:ident| $body:block) => {
+        $crate::matrix_test!($(#[$attr])* $name, $crate::util::WATCHDOG.as_secs(), |$svc| $body);
+    };
+    ($(#[$attr:meta])* $name:ident, $secs:expr, |$svc:ident| $body:block) => {
         $(#[$attr])*
         mod $name {
             #[allow(unused_imports)]
@@ -48,17 +55,17 @@ macro_rules! matrix_test {
 
             #[test]
             fn epoll() {
-                $crate::util::run_on("epoll", concat!(stringify!($name), "::epoll"), body);
+                $crate::util::run_on("epoll", module_path!(), $secs, body);
             }
 
             #[test]
             fn poll() {
-                $crate::util::run_on("poll", concat!(stringify!($name), "::poll"), body);
+                $crate::util::run_on("poll", module_path!(), $secs, body);
             }
 
             #[test]
             fn uring() {
-                $crate::util::run_on("uring", concat!(stringify!($name), "::uring"), body);
+                $crate::util::run_on("uring", module_path!(), $secs, body);
             }
         }
     };
@@ -71,8 +78,9 @@ macro_rules! guarded_test {
         $(#[$attr])*
         #[test]
         fn $name() {
-            let _guard = $crate::util::Watchdog::new(stringify!($name));
-            $crate::util::set_current_test(stringify!($name));
+            let test = $crate::util::test_name(module_path!(), stringify!($name));
+            let _guard = $crate::util::Watchdog::new(&test);
+            $crate::util::set_current_test(&test);
             $body
         }
     };
@@ -97,20 +105,24 @@ pub fn backend(name: &str) -> Option<Backend> {
     Backend::all().iter().copied().find(|b| b.name() == name)
 }
 
-/// Runs `body` on a fresh loop of the backend called `name`, under a watchdog; skips (with a
-/// printed
-/// reason) when this build lacks that backend.
-pub fn run_on(name: &str, test: &str, body: fn(&IoService)) {
-    let backend = backend(name)
-        .unwrap_or_else(|| panic!("{test}: backend {name:?} is not in aio::Backend::all()"));
-    run_within(backend, test, WATCHDOG, body);
+/// The full name of the test `name` whose module path (`module_path!()`) is `module`: the path that
+/// libtest prints and `--exact` expects, that is without the crate's name.
+pub fn test_name(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_owned(),
+    }
 }
 
-/// Runs `body` on a fresh loop of `backend` under a watchdog of `limit` (see [`Watchdog::within`]).
-pub fn run_within(backend: aio::Backend, test: &str, limit: Duration, body: fn(&IoService)) {
-    let _guard = Watchdog::within(test, limit);
-    set_current_test(test);
-    let name = backend.name();
+/// Runs `body`, the test of module `module` for the backend called `name`, on a fresh loop of that
+/// backend under a watchdog of `secs` seconds (5 fewer in an `in_child` child, so that its parent
+/// can report it); fails when this build lacks that backend.
+pub fn run_on(name: &str, module: &str, secs: u64, body: fn(&IoService)) {
+    let test = test_name(module, name);
+    let backend = backend(name)
+        .unwrap_or_else(|| panic!("{test}: backend {name:?} is not in aio::Backend::all()"));
+    let _guard = Watchdog::within(&test, Duration::from_secs(secs));
+    set_current_test(&test);
     let svc = IoService::builder()
         .backend(backend)
         .build()

@@ -1,9 +1,9 @@
-//! Helpers for the `stress_*` tests, included next to `util` with
-//! `#[path = "util/stress.rs"] mod stress;`: a backend matrix with a longer watchdog, forked
-//! children bounded by a deadline, and process counters (open fds, the fd limit, resident memory).
+//! Helpers for the `stress_*` tests (`util::stress`): forked children bounded by a deadline, process
+//! counters (open fds, the fd limit, resident memory), and a bounded run of a loop. The tests
+//! themselves are `matrix_test!`s with a longer watchdog (`matrix_test!(name, SECS, |svc| ...)`).
 //!
-//! Every stress test prints what it counted with `eprintln!` (`cargo test --test stress_x --
-//! --nocapture` shows it; `util::in_child` relays a child process's stderr).
+//! Every stress test prints what it counted with `eprintln!` (`cargo test --test integration --
+//! --nocapture stress_x::` shows it; `util::in_child` relays a child process's stderr).
 
 #![allow(dead_code)]
 
@@ -11,48 +11,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use aio::{DeadlineTimer, IoService};
-
-/// `stress_test!(name, seconds, |svc| { ... })`: like `matrix_test!`, one `#[test]` per backend
-/// (`name::epoll`, `name::poll`, `name::uring`), with a watchdog of `seconds` instead of 20; a
-/// backend this build lacks is skipped with a printed reason.
-#[macro_export]
-macro_rules! stress_test {
-    ($(#[$attr:meta])* $name:ident, $secs:expr, |$svc:ident| $body:block) => {
-        $(#[$attr])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            #[allow(unused_variables)]
-            fn body($svc: &::aio::IoService) $body
-
-            #[test]
-            fn epoll() {
-                $crate::stress::run_on("epoll", concat!(stringify!($name), "::epoll"), $secs, body);
-            }
-
-            #[test]
-            fn poll() {
-                $crate::stress::run_on("poll", concat!(stringify!($name), "::poll"), $secs, body);
-            }
-
-            #[test]
-            fn uring() {
-                $crate::stress::run_on("uring", concat!(stringify!($name), "::uring"), $secs, body);
-            }
-        }
-    };
-}
-
-/// Runs `body` on a fresh loop of backend `name` under a watchdog of `secs` seconds (5 fewer in an
-/// `in_child` child, so that its parent can report it).
-pub fn run_on(name: &str, test: &str, secs: u64, body: fn(&IoService)) {
-    let Some(backend) = crate::util::backend(name) else {
-        eprintln!("skipped {test}: this build has no {name} backend");
-        return;
-    };
-    crate::util::run_within(backend, test, Duration::from_secs(secs), body);
-}
 
 /// How many fds this process has open (`/proc/self/fd`, not counting the directory being read).
 pub fn open_fds() -> usize {

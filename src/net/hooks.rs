@@ -71,6 +71,13 @@ type CloseHook = Rc<dyn Fn(SockRef<'_>)>;
 /// ```
 #[derive(Clone, Default)]
 pub struct SocketHooks {
+    /// One pointer, shared by every socket the hooks are given to: most sockets have none, and
+    /// every socket, idle connections included, carries this field.
+    hooks: Option<Rc<Hooks>>,
+}
+
+#[derive(Clone, Default)]
+struct Hooks {
     on_open: Option<OpenHook>,
     on_close: Option<CloseHook>,
 }
@@ -83,29 +90,41 @@ impl SocketHooks {
 
     /// Sets the callback that runs right after `aio` creates a socket, before it is bound or
     /// connected. Its error aborts the opening operation with that error.
-    pub fn on_open(
-        mut self,
-        hook: impl Fn(SockRef<'_>) -> io::Result<()> + 'static,
-    ) -> SocketHooks {
-        self.on_open = Some(Rc::new(hook));
-        self
+    pub fn on_open(self, hook: impl Fn(SockRef<'_>) -> io::Result<()> + 'static) -> SocketHooks {
+        self.with(|h| h.on_open = Some(Rc::new(hook)))
     }
 
     /// Sets the callback that runs right before `aio` closes a socket it created, exactly once.
-    pub fn on_close(mut self, hook: impl Fn(SockRef<'_>) + 'static) -> SocketHooks {
-        self.on_close = Some(Rc::new(hook));
-        self
+    pub fn on_close(self, hook: impl Fn(SockRef<'_>) + 'static) -> SocketHooks {
+        self.with(|h| h.on_close = Some(Rc::new(hook)))
+    }
+
+    /// The hooks with `change` made (to a copy: other sockets keep the hooks they were given).
+    fn with(self, change: impl FnOnce(&mut Hooks)) -> SocketHooks {
+        let mut hooks = self.hooks.map(|h| (*h).clone()).unwrap_or_default();
+        change(&mut hooks);
+        SocketHooks {
+            hooks: Some(Rc::new(hooks)),
+        }
+    }
+
+    fn open_hook(&self) -> Option<&OpenHook> {
+        self.hooks.as_ref()?.on_open.as_ref()
+    }
+
+    fn close_hook(&self) -> Option<&CloseHook> {
+        self.hooks.as_ref()?.on_close.as_ref()
     }
 
     /// Whether neither callback is set.
     pub fn is_empty(&self) -> bool {
-        self.on_open.is_none() && self.on_close.is_none()
+        self.open_hook().is_none() && self.close_hook().is_none()
     }
 
     /// Wraps a freshly created fd for the source table and runs `on_open` on it. On error the slot is
     /// dropped, which runs `on_close`.
     pub(crate) fn prepare(&self, fd: OwnedFd) -> io::Result<FdSlot> {
-        let slot = match &self.on_close {
+        let slot = match self.close_hook() {
             Some(hook) => {
                 let hook = hook.clone();
                 FdSlot::Hooked(Box::new(HookedFd::new(
@@ -115,7 +134,7 @@ impl SocketHooks {
             }
             None => FdSlot::Owned(fd),
         };
-        if let Some(hook) = &self.on_open {
+        if let Some(hook) = self.open_hook() {
             let fd = slot.fd().expect("an owned slot has an fd");
             // An accept (or a dial trying its next address) runs this while the loop dispatches
             // events: a panic unwinding from there would take the operation, and its handler, with
@@ -139,8 +158,8 @@ impl SocketHooks {
 impl fmt::Debug for SocketHooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SocketHooks")
-            .field("on_open", &self.on_open.is_some())
-            .field("on_close", &self.on_close.is_some())
+            .field("on_open", &self.open_hook().is_some())
+            .field("on_close", &self.close_hook().is_some())
             .finish()
     }
 }

@@ -2,7 +2,7 @@
 //! socket's hooks), closing, cancelling, releasing, access to the fd for options, and the Unix socket
 //! file a bound socket created.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
@@ -168,28 +168,32 @@ impl Drop for SocketCore {
 }
 
 /// The Unix socket file a bound socket created, with its device and inode: removed on close if it is
-/// still that same file, so that a restarted program can bind the same path.
+/// still that same file, so that a restarted program can bind the same path. Boxed, and only once a
+/// bind creates one: every socket, idle connections included, would otherwise carry room for a path
+/// and two numbers.
 #[derive(Default)]
-pub(crate) struct UnixFile(RefCell<Option<(PathBuf, u64, u64)>>);
+pub(crate) struct UnixFile(Cell<Option<Box<(PathBuf, u64, u64)>>>);
 
 impl UnixFile {
     /// Remembers the file `endpoint` names, if it is a path (call right after a successful bind).
     pub(crate) fn bound(&self, endpoint: &Endpoint) {
         if let Endpoint::Unix(path) = endpoint {
             if let Ok(meta) = std::fs::symlink_metadata(path) {
-                *self.0.borrow_mut() = Some((path.clone(), meta.dev(), meta.ino()));
+                self.0
+                    .set(Some(Box::new((path.clone(), meta.dev(), meta.ino()))));
             }
         }
     }
 
     /// Forgets the file without removing it (`release`: the socket lives on elsewhere).
     pub(crate) fn forget(&self) {
-        self.0.borrow_mut().take();
+        self.0.take();
     }
 
     /// Removes the file if it is still the one the bind created.
     pub(crate) fn remove(&self) {
-        if let Some((path, dev, ino)) = self.0.borrow_mut().take() {
+        if let Some(file) = self.0.take() {
+            let (path, dev, ino) = *file;
             let same = std::fs::symlink_metadata(&path)
                 .map(|m| m.dev() == dev && m.ino() == ino)
                 .unwrap_or(false);

@@ -15,9 +15,6 @@ use crate::reactor::{Reactor, Token};
 
 /// A callback operation in its block.
 pub(super) struct CallbackOp<O: Operation, F> {
-    token: Token,
-    /// Counted as work for `run_until_done` (not background).
-    counted: bool,
     op: O,
     handler: F,
     /// Set once finished (or cancelled).
@@ -34,7 +31,7 @@ where
 {
     let interest = op.interest();
     let needs_ready = op.needs_ready();
-    let Some(block) = block(reactor, token, op, handler, counted, None) else {
+    let Some(block) = block(reactor, op, handler, counted, None) else {
         return;
     };
     if O::RING && reactor.ring_mode() {
@@ -51,7 +48,7 @@ where
     O: Operation,
     F: FnOnce(O::Output) + 'static,
 {
-    if let Some(block) = block(reactor, Token::NONE, op, handler, counted, Some(Err(err))) {
+    if let Some(block) = block(reactor, op, handler, counted, Some(Err(err))) {
         reactor.push_job(block.into_job());
     }
 }
@@ -61,7 +58,6 @@ where
 #[inline(always)]
 fn block<O, F>(
     reactor: &Reactor,
-    token: Token,
     op: O,
     handler: F,
     counted: bool,
@@ -78,21 +74,16 @@ where
         reactor.add_work();
     }
     let body = CallbackOp {
-        token,
-        counted,
         op,
         handler,
         result,
     };
-    Some(reactor.alloc_op(body, reactor.seq()))
+    Some(reactor.alloc_op(body, reactor.seq(), counted))
 }
 
 impl<O: Operation, F: FnOnce(O::Output) + 'static> Job for CallbackOp<O, F> {
     #[inline(always)]
-    fn run(self, reactor: &Reactor) -> bool {
-        if self.counted {
-            reactor.finish_work();
-        }
+    fn run(self, _reactor: &Reactor) -> bool {
         // Always set by the time the loop runs an operation's handler; a closed error otherwise, so
         // that the handler still runs exactly once.
         let res = self.result.unwrap_or_else(|| Err(crate::error::closed()));
@@ -106,11 +97,11 @@ impl<O: Operation, F: FnOnce(O::Output) + 'static> Waiting for CallbackOp<O, F> 
     const RING: bool = O::RING;
 
     #[inline]
-    fn retry(&mut self, reactor: &Reactor, fd: Option<RawFd>) -> bool {
+    fn retry(&mut self, reactor: &Reactor, token: Token, fd: Option<RawFd>) -> bool {
         if self.result.is_some() {
             return true;
         }
-        let step = attempt_with_loop(reactor, self.token, fd, &mut self.op);
+        let step = attempt_with_loop(reactor, token, fd, &mut self.op);
         keep_outcome(&mut self.result, step)
     }
 

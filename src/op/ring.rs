@@ -117,15 +117,11 @@ impl<O: Operation> TaskCell<O> {
 /// The handler of an operation that was awaited on the ring, then turned into a callback.
 struct ThenJob<T> {
     handler: Box<dyn FnOnce(T)>,
-    counted: bool,
     out: T,
 }
 
 impl<T: 'static> Job for ThenJob<T> {
-    fn run(self, reactor: &Reactor) -> bool {
-        if self.counted {
-            reactor.finish_work();
-        }
+    fn run(self, _reactor: &Reactor) -> bool {
         (self.handler)(self.out);
         true
     }
@@ -137,14 +133,7 @@ fn queue_handler<T: 'static>(
     counted: bool,
     out: T,
 ) {
-    let job = reactor.alloc(
-        ThenJob {
-            handler,
-            counted,
-            out,
-        },
-        reactor.seq(),
-    );
+    let job = reactor.alloc(ThenJob { handler, out }, reactor.seq(), counted);
     reactor.push_job(job.into_job());
 }
 

@@ -73,7 +73,7 @@ impl Reactor {
             fd
         };
         // A try that uses the loop (an accept registers the new socket): outside the borrow.
-        if block.body_mut().retry(self, fd) {
+        if block.body_mut().retry(self, token, fd) {
             self.push_job(block.into_job());
             return;
         }

@@ -19,7 +19,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use super::Reactor;
+use super::{Reactor, Token};
 use crate::driver::uring::RingEntry;
 
 /// What a block holds: run once when its turn comes.
@@ -38,10 +38,10 @@ pub(crate) trait Waiting: Job {
     const TRIES_UNDER_TABLE: bool;
     /// Whether it is done by ring requests on the io_uring backend.
     const RING: bool;
-    /// Tries again on `fd`, which the loop looked up with the event that made its direction ready
-    /// (`None` for a source without an fd), outside the table's borrow; true once finished (the
-    /// result kept for [`Job::run`]).
-    fn retry(&mut self, reactor: &Reactor, fd: Option<RawFd>) -> bool;
+    /// Tries again on `fd`, which the loop looked up in `token`'s source with the event that made
+    /// its direction ready (`None` for a source without an fd), outside the table's borrow; true
+    /// once finished (the result kept for [`Job::run`]).
+    fn retry(&mut self, reactor: &Reactor, token: Token, fd: Option<RawFd>) -> bool;
     /// [`retry`](Waiting::retry) under the borrow of the table that found the source, on its `fd`
     /// (only when [`TRIES_UNDER_TABLE`](Waiting::TRIES_UNDER_TABLE)): true once finished, and what
     /// the syscall said, for the source to take in.
@@ -76,6 +76,9 @@ pub(crate) struct Header {
     /// The loop's count of queued jobs when the operation started waiting (see
     /// [`Reactor::may_complete_here`]).
     seq: Cell<u32>,
+    /// The job counts as work for `run_until_done` until it has run (a callback operation that is
+    /// not background): settled when it runs.
+    counted: bool,
 }
 
 /// A block: the header, then the job in place.
@@ -92,7 +95,7 @@ pub(crate) struct VTable {
     /// Drops the job unrun and frees the block.
     drop: unsafe fn(NonNull<Header>),
     /// The rest only for operations ([`OpPtr`]): see [`Waiting`].
-    retry: unsafe fn(NonNull<Header>, &Reactor, Option<RawFd>) -> bool,
+    retry: unsafe fn(NonNull<Header>, &Reactor, Token, Option<RawFd>) -> bool,
     retry_under_borrow: unsafe fn(NonNull<Header>, Option<BorrowedFd<'_>>) -> (bool, Attempt),
     cancel: unsafe fn(NonNull<Header>, io::Error),
     prepare: unsafe fn(NonNull<Header>, RawFd) -> Option<RingEntry>,
@@ -160,7 +163,10 @@ unsafe fn run<T: Job>(header: NonNull<Header>, reactor: &Reactor) -> bool {
     let block = header.cast::<Block<T>>().as_ptr();
     // SAFETY: the caller owns the live block: its body is read out exactly once, and the block's
     // memory is only given back (by `_release`), never dropped again (the header needs no drop).
-    let body = unsafe { std::ptr::read(&(*block).body) };
+    let (counted, body) = unsafe { ((*block).header.counted, std::ptr::read(&(*block).body)) };
+    if counted {
+        reactor.finish_work();
+    }
     body.run(reactor)
 }
 
@@ -200,9 +206,14 @@ unsafe fn drop_block<T>(header: NonNull<Header>) {
 
 /// # Safety
 /// `header` is a live `Block<T>` borrowed for the call.
-unsafe fn retry<T: Waiting>(header: NonNull<Header>, reactor: &Reactor, fd: Option<RawFd>) -> bool {
+unsafe fn retry<T: Waiting>(
+    header: NonNull<Header>,
+    reactor: &Reactor,
+    token: Token,
+    fd: Option<RawFd>,
+) -> bool {
     // SAFETY: passed on from the caller.
-    unsafe { body::<T>(header) }.retry(reactor, fd)
+    unsafe { body::<T>(header) }.retry(reactor, token, fd)
 }
 
 /// # Safety
@@ -238,7 +249,7 @@ unsafe fn on_cqe<T: Waiting>(header: NonNull<Header>, res: i32) -> (bool, Option
 
 // A job that is not an operation is never in a line or on the ring: only an `OpPtr` calls these,
 // and an `OpPtr` is made only from a `Waiting` block (`TypedBlock::into_op`).
-fn not_an_op_retry(_: NonNull<Header>, _: &Reactor, _: Option<RawFd>) -> bool {
+fn not_an_op_retry(_: NonNull<Header>, _: &Reactor, _: Token, _: Option<RawFd>) -> bool {
     unreachable!("a plain job is never tried")
 }
 fn not_an_op_retry_under_borrow(_: NonNull<Header>, _: Option<BorrowedFd<'_>>) -> (bool, Attempt) {
@@ -342,9 +353,9 @@ impl OpPtr {
 
     /// See [`Waiting::retry`].
     #[inline(always)]
-    pub(crate) fn retry(&mut self, reactor: &Reactor, fd: Option<RawFd>) -> bool {
+    pub(crate) fn retry(&mut self, reactor: &Reactor, token: Token, fd: Option<RawFd>) -> bool {
         // SAFETY: the table is the block's own, and the block is live and borrowed for the call.
-        unsafe { (self.vtable().retry)(self.0, reactor, fd) }
+        unsafe { (self.vtable().retry)(self.0, reactor, token, fd) }
     }
 
     /// See [`Waiting::retry_under_borrow`].
@@ -400,20 +411,27 @@ impl Drop for OpPtr {
 }
 
 impl Reactor {
-    /// Writes `body` into a block (a recycled one when the pool has its layout), stamped with `seq`.
+    /// Writes `body` into a block (a recycled one when the pool has its layout), stamped with `seq`;
+    /// `counted` work (see [`Header`]) is settled when it runs.
     #[inline(always)]
-    pub(crate) fn alloc<T: Job>(&self, body: T, seq: u32) -> TypedBlock<T> {
-        self.alloc_with(body, seq, &Table::<T>::JOB)
+    pub(crate) fn alloc<T: Job>(&self, body: T, seq: u32, counted: bool) -> TypedBlock<T> {
+        self.alloc_with(body, seq, counted, &Table::<T>::JOB)
     }
 
     /// [`alloc`](Reactor::alloc) for an operation that may wait in a line or on the ring.
     #[inline(always)]
-    pub(crate) fn alloc_op<T: Waiting>(&self, body: T, seq: u32) -> TypedBlock<T> {
-        self.alloc_with(body, seq, &Table::<T>::OP)
+    pub(crate) fn alloc_op<T: Waiting>(&self, body: T, seq: u32, counted: bool) -> TypedBlock<T> {
+        self.alloc_with(body, seq, counted, &Table::<T>::OP)
     }
 
     #[inline(always)]
-    fn alloc_with<T: Job>(&self, body: T, seq: u32, vtable: &'static VTable) -> TypedBlock<T> {
+    fn alloc_with<T: Job>(
+        &self,
+        body: T,
+        seq: u32,
+        counted: bool,
+        vtable: &'static VTable,
+    ) -> TypedBlock<T> {
         let memory = self.pool.take(Layout::new::<Block<T>>());
         let block = memory.cast::<Block<T>>();
         // SAFETY: the pool's block is large and aligned enough for a `Block<T>` (`take`'s promise)
@@ -424,6 +442,7 @@ impl Reactor {
                     next: Cell::new(None),
                     vtable,
                     seq: Cell::new(seq),
+                    counted,
                 },
                 body,
             })
@@ -521,7 +540,7 @@ mod tests {
         }
         assert_eq!(*log.borrow(), [0, 1, 2]);
         // The three blocks are in the pool: the next job of the same layout takes one of them.
-        let block = reactor.alloc(Call(|| ()), 0).into_job();
+        let block = reactor.alloc(Call(|| ()), 0, false).into_job();
         assert!(block.run(&reactor));
     }
 

@@ -223,7 +223,7 @@ impl Reactor {
             let fd = source.raw_fd();
             drop(source);
             // The fd was read under the borrow just released, and nothing ran since.
-            op.retry(self, fd)
+            op.retry(self, serving.token, fd)
         };
         if !done {
             // Still not ready: it keeps its place at the head of the line.

@@ -207,7 +207,7 @@ impl Reactor {
     /// Queues `f` to run on the loop (a posted closure).
     pub(crate) fn post(&self, f: impl FnOnce() + 'static) {
         if !self.is_shut_down() {
-            let job = self.alloc(block::Call(f), self.seq());
+            let job = self.alloc(block::Call(f), self.seq(), false);
             self.push_job(job.into_job());
         }
     }

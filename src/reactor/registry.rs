@@ -126,7 +126,7 @@ impl Reactor {
 
     /// Queues a persistent operation's turn to hand over what it has (see `source::PersistentOp`).
     pub(crate) fn resume_later(&self, op: std::rc::Rc<dyn super::source::PersistentOp>) {
-        let job = self.alloc(Resume(op), self.seq());
+        let job = self.alloc(Resume(op), self.seq(), false);
         self.push_job(job.into_job());
     }
 

@@ -166,7 +166,7 @@ impl Reactor {
         let mut jobs = Vec::new();
         self.remote.take_remote(&mut jobs);
         for job in jobs {
-            let block = self.alloc(Delivered(job), self.seq());
+            let block = self.alloc(Delivered(job), self.seq(), false);
             self.push_job(block.into_job());
         }
     }

@@ -280,7 +280,7 @@ impl Reactor {
                 Waiter::Callback(mut op) => {
                     // A readiness operation queued behind the ring's: it tries its syscall now, on
                     // the fd looked up with it (nothing ran since).
-                    if op.retry(self, fd) {
+                    if op.retry(self, token, fd) {
                         self.push_job(op.into_job());
                     } else {
                         if let Some(source) = self.sources.borrow_mut().get_mut(token) {

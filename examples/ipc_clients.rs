@@ -3,8 +3,10 @@
 //! `a` and `b` start at once; `c` starts only when `a` and `b` are both connected (the
 //! all-connected combinator). Every observer event is printed as one line `NAME EVENT [detail]`,
 //! EVENT being `connecting` (detail: the attempt), `connected`, `disconnected` (detail: the error) or
-//! `gave-up`. On each connection a client says `HELLO` with its name and then pings every 200 ms;
-//! replies are counted, and printed with `--verbose` (`NAME got pong N`).
+//! `gave-up`. On each connection a client says `HELLO` with its name, asks the server to `ECHO` a
+//! line, and then pings every 200 ms; the replies are printed as `NAME got welcome`,
+//! `NAME got echo "..."` and `NAME got pong N` (the first pong of each connection, or every one with
+//! `--verbose`).
 //!
 //! Kill the server (even with SIGKILL) and start it again on the same endpoint: the three clients
 //! reconnect, with exponential back-off, and resume. Stdin EOF (or Enter) stops the program with
@@ -94,27 +96,38 @@ fn watch(svc: &IoService, client: &Client, verbose: bool) {
         timer: DeadlineTimer::new(svc).expect("a timer"),
         next: std::cell::Cell::new(0),
     });
+    // Pongs received on the current connection: the first is always printed.
+    let pongs = Rc::new(std::cell::Cell::new(0u64));
     let observer_pinger = pinger.clone();
+    let observer_pongs = pongs.clone();
     client.subscribe(Box::new(move |event: &ClientEvent| {
         println!("{name} {event}");
         match event {
             ClientEvent::Connected => {
+                observer_pongs.set(0);
                 let hello = Frame::new(ipc::HELLO, name.clone().into_bytes());
+                let echo = Frame::new(ipc::ECHO, format!("echo from {name}").into_bytes());
                 let _ = observer_pinger.client.try_send(hello);
+                let _ = observer_pinger.client.try_send(echo);
                 observer_pinger.clone().tick();
             }
             _ => observer_pinger.timer.cancel(),
         }
     }));
     let name = client.name().to_string();
-    client.on_message(move |frame: Frame| {
-        if verbose {
-            match frame.kind {
-                ipc::WELCOME => println!("{name} got welcome"),
-                ipc::PONG => println!("{name} got pong {}", ipc::number(&frame).unwrap_or(0)),
-                other => println!("{name} got type {other}"),
+    client.on_message(move |frame: Frame| match frame.kind {
+        ipc::WELCOME => println!("{name} got welcome"),
+        ipc::ECHO => println!(
+            "{name} got echo {:?}",
+            String::from_utf8_lossy(&frame.payload)
+        ),
+        ipc::PONG => {
+            pongs.set(pongs.get() + 1);
+            if verbose || pongs.get() == 1 {
+                println!("{name} got pong {}", ipc::number(&frame).unwrap_or(0));
             }
         }
+        other => println!("{name} got type {other}"),
     });
 }
 

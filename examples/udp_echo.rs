@@ -9,8 +9,10 @@
 //! ```
 //!
 //! One task receives a datagram (`recv_from`, which also names the sender) and sends it back
-//! (`send_to`), then receives the next. A datagram larger than the buffer (`--buffer`, 1024 bytes by
-//! default) is not cut silently: the server reports it on stderr and echoes the part that fit.
+//! (`send_to`), then receives the next. The buffer holds the largest datagram by default (65,536
+//! bytes, where a UDP datagram carries at most 65,507; a Unix datagram socket's send buffer size,
+//! when that is larger); a datagram larger than a smaller `--buffer` is not cut silently: the server
+//! reports it on stderr and echoes the part that fit.
 //!
 //! It follows the conventions of `aio`'s serving examples: the first line on stdout is
 //! `listening on ENDPOINT (BACKEND)` with the real port, `AIO_BACKEND` picks the backend, bad
@@ -28,6 +30,10 @@ use std::rc::Rc;
 use aio::{DatagramSocket, IoBuf, IoService};
 
 const PROGRAM: &str = "udp_echo";
+
+/// Room for the largest datagram: UDP's is 65,507 bytes over IPv4; a Unix datagram socket's is
+/// bounded by its send buffer, which is smaller by default.
+const DEFAULT_BUFFER: usize = 65_536;
 
 /// Echoes datagrams until the socket is closed or cancelled.
 async fn echo(socket: Rc<DatagramSocket>, buffer_size: usize) {
@@ -68,7 +74,7 @@ fn announce(svc: &IoService, socket: &DatagramSocket) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = match common::ServerArgs::from_command_line(PROGRAM, "") {
+    let args = match common::ServerArgs::with_default_buffer(PROGRAM, "", 0) {
         Ok(args) => args,
         Err(status) => return status,
     };
@@ -83,13 +89,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // No --buffer: room for the largest datagram, which on a Unix socket is as large as its send
+    // buffer allows.
+    let buffer_size = match args.buffer_size {
+        0 => DEFAULT_BUFFER.max(socket.send_buffer_size().unwrap_or(0)),
+        n => n,
+    };
     if let Err(e) = announce(&svc, &socket) {
         eprintln!("{PROGRAM}: {e}");
         return ExitCode::FAILURE;
     }
     let stopper = svc.local();
     common::on_enter_or_eof(&svc, move || stopper.stop());
-    svc.spawn(echo(socket.clone(), args.buffer_size));
+    svc.spawn(echo(socket.clone(), buffer_size));
 
     let result = svc.run();
     // Closing removes the Unix socket file the bind created; dropping `svc` drops the echo task.

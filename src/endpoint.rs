@@ -284,9 +284,9 @@ impl FromStr for Endpoint {
     }
 }
 
-/// Writes `127.0.0.1:8080`, `[::1]:8080`, `unix:/tmp/x.sock`, `unix:@name`, or
-/// `unix:` for [`Endpoint::Unnamed`] (which does not parse back). Non-UTF-8
-/// bytes are shown lossily. A relative path starting with `@` is written as
+/// Writes `127.0.0.1:8080`, `[::1]:8080`, `unix:/tmp/x.sock`, `unix:@name`, or `unix:(unnamed)`
+/// for [`Endpoint::Unnamed`] (which does not parse back: it would name a file). Non-UTF-8 bytes are
+/// shown lossily. A relative path starting with `@` is written as
 /// `unix:./@...` so that it does not read back as an abstract name.
 ///
 /// ```
@@ -295,7 +295,7 @@ impl FromStr for Endpoint {
 /// let ep: Endpoint = "[::1]:8080".parse()?;
 /// assert_eq!(ep.to_string(), "[::1]:8080");
 /// assert_eq!(Endpoint::abstract_name("name").to_string(), "unix:@name");
-/// assert_eq!(Endpoint::Unnamed.to_string(), "unix:");
+/// assert_eq!(Endpoint::Unnamed.to_string(), "unix:(unnamed)");
 /// # Ok::<(), std::io::Error>(())
 /// ```
 impl fmt::Display for Endpoint {
@@ -311,7 +311,7 @@ impl fmt::Display for Endpoint {
                 write!(f, "unix:{dot}{}", path.to_string_lossy())
             }
             Endpoint::Abstract(name) => write!(f, "unix:@{}", String::from_utf8_lossy(name)),
-            Endpoint::Unnamed => f.write_str("unix:"),
+            Endpoint::Unnamed => f.write_str("unix:(unnamed)"),
         }
     }
 }
@@ -383,7 +383,7 @@ mod tests {
         assert_eq!(Endpoint::unix(bad).to_string(), "unix:/\u{fffd}");
         let bad = Endpoint::abstract_name(*b"\xff");
         assert_eq!(bad.to_string(), "unix:@\u{fffd}");
-        assert_eq!(Endpoint::Unnamed.to_string(), "unix:");
+        assert_eq!(Endpoint::Unnamed.to_string(), "unix:(unnamed)");
         assert_eq!(Endpoint::unix("@x").to_string(), "unix:./@x");
         assert_eq!(ep("unix:./@x"), Endpoint::unix("./@x"));
     }

@@ -21,7 +21,7 @@ use signal_hook::iterator::exfiltrator::SignalOnly;
 
 use crate::LocalHandle;
 use crate::driver::Token;
-use crate::op::{Cx, Interest, Op, Operation, sealed};
+use crate::op::{Cx, Interest, Op, Operation};
 use crate::reactor::FdSlot;
 
 pub use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
@@ -152,8 +152,6 @@ impl std::fmt::Debug for SignalWait {
         f.debug_struct("SignalWait").finish_non_exhaustive()
     }
 }
-
-impl sealed::Sealed for SignalWait {}
 
 impl Operation for SignalWait {
     type Output = io::Result<i32>;

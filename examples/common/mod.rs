@@ -41,10 +41,26 @@ impl ServerArgs {
     /// prints the usage on stdout, followed by `more_help` (what else stops this server, if
     /// anything), and returns status 0.
     pub fn from_command_line(program: &str, more_help: &str) -> Result<ServerArgs, ExitCode> {
-        match parse(std::env::args_os().skip(1)) {
+        ServerArgs::with_default_buffer(program, more_help, DEFAULT_BUFFER)
+    }
+
+    /// [`from_command_line`](ServerArgs::from_command_line) for a server whose buffer is
+    /// `default_buffer` bytes unless `--buffer` says otherwise (0: the server picks it, for a
+    /// datagram server the largest datagram its socket allows).
+    pub fn with_default_buffer(
+        program: &str,
+        more_help: &str,
+        default_buffer: usize,
+    ) -> Result<ServerArgs, ExitCode> {
+        match parse(std::env::args_os().skip(1), default_buffer) {
             Ok(Some(args)) => Ok(args),
             Ok(None) => {
-                println!("usage: {program} {ARGS}\n\n{HELP}{more_help}");
+                let default = match default_buffer {
+                    0 => "the largest datagram".to_string(),
+                    n => n.to_string(),
+                };
+                let help = HELP.replace("{default}", &default);
+                println!("usage: {program} {ARGS}\n\n{help}{more_help}");
                 Err(ExitCode::SUCCESS)
             }
             Err(why) => {
@@ -61,15 +77,18 @@ const ARGS: &str = "[ENDPOINT] [--buffer BYTES]";
 const HELP: &str = "\
 ENDPOINT     where to listen: IP:PORT, [IPv6]:PORT, unix:PATH or unix:@NAME
              (default 127.0.0.1:8080; port 0 picks a free port)
---buffer N   bytes each connection reads at a time (default 1024, at most 16777216)
+--buffer N   bytes each read takes at most (default {default}, at most 16777216)
 AIO_BACKEND  environment variable choosing the backend: epoll (default) or poll
 
 Prints `listening on ENDPOINT (BACKEND)` once ready; stops when Enter is pressed or stdin ends.";
 
 /// `Ok(None)` means `--help`.
-fn parse(args: impl Iterator<Item = OsString>) -> Result<Option<ServerArgs>, String> {
+fn parse(
+    args: impl Iterator<Item = OsString>,
+    default_buffer: usize,
+) -> Result<Option<ServerArgs>, String> {
     let mut endpoint = None;
-    let mut buffer_size = DEFAULT_BUFFER;
+    let mut buffer_size = default_buffer;
     let mut args = args.map(|a| {
         a.into_string()
             .map_err(|a| format!("argument {a:?} is not valid UTF-8"))

@@ -44,6 +44,7 @@ impl Backoff {
     }
 
     /// Sets the growth factor (at least 1).
+    #[must_use = "the back-off is a new value: keep it"]
     pub fn multiplier(mut self, factor: f64) -> Backoff {
         self.multiplier = if factor.is_finite() {
             factor.max(1.0)
@@ -54,6 +55,7 @@ impl Backoff {
     }
 
     /// Sets the jitter fraction (0 to 1).
+    #[must_use = "the back-off is a new value: keep it"]
     pub fn jitter(mut self, fraction: f64) -> Backoff {
         self.jitter = if fraction.is_finite() {
             fraction.clamp(0.0, 1.0)
@@ -64,6 +66,7 @@ impl Backoff {
     }
 
     /// Gives up after `attempts` failed attempts in a row (`None`: never).
+    #[must_use = "the back-off is a new value: keep it"]
     pub fn give_up_after(mut self, attempts: Option<u32>) -> Backoff {
         self.max_attempts = attempts;
         self

@@ -85,10 +85,11 @@ impl std::fmt::Display for Backend {
 }
 
 /// A direction of readiness: what an operation waits for and a driver watches.
-#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Interest {
+    /// Bytes (or a connection, a datagram, an end of stream, an error) to take.
     Read = 0,
+    /// Room to write (or a finished connect, an error).
     Write = 1,
 }
 

@@ -41,9 +41,9 @@ const CANCEL: u64 = 1 << 62;
 /// How long closing a socket waits, at most, for the kernel to let go of its operations.
 const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
-/// A request that performs one step of an operation, made by the operation itself (see
-/// `Operation::prepare`); the loop tags it with the operation's key.
-#[doc(hidden)]
+/// A request on the io_uring ring that performs one step of one of aio's own operations (see
+/// [`Operation::prepare`](crate::op::Operation::prepare)); the loop tags it with the operation's
+/// key. It cannot be made outside aio: it points the kernel at memory.
 pub struct RingEntry(pub(crate) io_uring::squeue::Entry);
 
 /// One registered fd: its token, and whether its multishot poll request is armed.

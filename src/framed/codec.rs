@@ -118,12 +118,14 @@ impl TypeLengthCodec {
     }
 
     /// Sets the byte order of both header fields.
+    #[must_use = "the codec is a new value: keep it"]
     pub fn byte_order(mut self, order: ByteOrder) -> TypeLengthCodec {
         self.order = order;
         self
     }
 
     /// Sets the largest payload accepted or sent (capped by what the length field can express).
+    #[must_use = "the codec is a new value: keep it"]
     pub fn max_payload(mut self, bytes: usize) -> TypeLengthCodec {
         self.max_payload = bytes;
         self

@@ -15,7 +15,7 @@ use crate::LocalHandle;
 use crate::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
 use crate::net::stream::StreamSocket;
-use crate::op::{Cx, Interest, Operation, sealed};
+use crate::op::{Cx, Interest, Operation};
 
 /// How long an acceptor that ran out of fds waits before trying again.
 pub(crate) const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
@@ -45,8 +45,6 @@ impl std::fmt::Debug for Accept {
             .finish()
     }
 }
-
-impl sealed::Sealed for Accept {}
 
 impl Operation for Accept {
     type Output = io::Result<(StreamSocket, Endpoint)>;

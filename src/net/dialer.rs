@@ -17,7 +17,7 @@ use crate::LocalHandle;
 use crate::endpoint::Endpoint;
 use crate::net::hooks::SocketHooks;
 use crate::net::stream::StreamSocket;
-use crate::op::{Connect, Cx, Interest, Op, Operation, sealed};
+use crate::op::{Connect, Cx, Interest, Op, Operation};
 use crate::reactor::registry::OwnedSource;
 use crate::reactor::remote::Remote;
 use crate::reactor::{Reactor, Token};
@@ -59,6 +59,7 @@ impl Dialer {
     }
 
     /// Gives every socket this dialer opens `hooks`.
+    #[must_use = "the dialer is a new value: keep it"]
     pub fn hooks(mut self, hooks: SocketHooks) -> Dialer {
         self.hooks = hooks;
         self
@@ -306,8 +307,6 @@ impl Dial {
     }
 }
 
-impl sealed::Sealed for Dial {}
-
 impl Operation for Dial {
     type Output = io::Result<StreamSocket>;
     type Value = ();
@@ -387,8 +386,6 @@ impl std::fmt::Debug for DialAny {
             .finish_non_exhaustive()
     }
 }
-
-impl sealed::Sealed for DialAny {}
 
 impl Operation for DialAny {
     type Output = io::Result<StreamSocket>;

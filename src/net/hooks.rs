@@ -90,11 +90,13 @@ impl SocketHooks {
 
     /// Sets the callback that runs right after `aio` creates a socket, before it is bound or
     /// connected. Its error aborts the opening operation with that error.
+    #[must_use = "the hooks are a new value: keep it"]
     pub fn on_open(self, hook: impl Fn(SockRef<'_>) -> io::Result<()> + 'static) -> SocketHooks {
         self.with(|h| h.on_open = Some(Rc::new(hook)))
     }
 
     /// Sets the callback that runs right before `aio` closes a socket it created, exactly once.
+    #[must_use = "the hooks are a new value: keep it"]
     pub fn on_close(self, hook: impl Fn(SockRef<'_>) + 'static) -> SocketHooks {
         self.with(|h| h.on_close = Some(Rc::new(hook)))
     }

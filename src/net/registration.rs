@@ -131,6 +131,15 @@ macro_rules! registered_object {
         pub fn service(&self) -> &$crate::LocalHandle {
             self.$field.svc()
         }
+
+        #[doc = concat!(
+            "An operation of your own on this ", $what, "'s fd, finished like any other with ",
+            "`.then(handler)` or `.await`: see the contract and the example of ",
+            "[`Operation`](crate::op::Operation)."
+        )]
+        pub fn op<O: $crate::op::Operation>(&self, op: O) -> $crate::op::Op<O> {
+            self.$field.op(op)
+        }
     };
 }
 

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
-use super::{Cx, Interest, Op, Operation, sealed};
+use super::{Cx, Interest, Op, Operation};
 use crate::reactor::registry::OwnedSource;
 use crate::reactor::remote::Remote;
 use crate::reactor::{Reactor, Token};
@@ -90,8 +90,6 @@ impl<T> std::fmt::Debug for Completion<T> {
         f.debug_struct("Completion").finish_non_exhaustive()
     }
 }
-
-impl<T> sealed::Sealed for Completion<T> {}
 
 impl<T: 'static> Operation for Completion<T> {
     type Output = io::Result<T>;

@@ -4,7 +4,7 @@
 use std::io;
 use std::task::Poll;
 
-use super::{Cx, Interest, Operation, sealed};
+use super::{Cx, Interest, Operation};
 use crate::endpoint::Endpoint;
 
 /// Connects an open socket to an endpoint. Made by
@@ -69,8 +69,6 @@ impl Connect {
         }
     }
 }
-
-impl sealed::Sealed for Connect {}
 
 impl Operation for Connect {
     type Output = io::Result<()>;

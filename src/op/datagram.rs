@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use socket2::{MaybeUninitSlice, SockAddr, SockRef};
 
-use super::{Cx, Interest, Operation, sealed};
+use super::{Cx, Interest, Operation};
 use crate::Backend;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::endpoint::Endpoint;
@@ -77,8 +77,6 @@ impl<B: IoBuf> SendDatagram<B> {
         )
     }
 }
-
-impl<B> sealed::Sealed for SendDatagram<B> {}
 
 impl<B: IoBuf> Operation for SendDatagram<B> {
     type Output = (io::Result<usize>, B);
@@ -138,8 +136,6 @@ impl<B: IoBufMut> RecvDatagram<B> {
         RecvDatagram { buf }
     }
 }
-
-impl<B> sealed::Sealed for RecvDatagram<B> {}
 
 impl<B: IoBufMut> Operation for RecvDatagram<B> {
     type Output = (io::Result<RecvMeta>, B);

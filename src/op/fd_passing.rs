@@ -15,7 +15,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-use super::{Cx, Interest, Operation, sealed};
+use super::{Cx, Interest, Operation};
 use crate::buf::{IoBuf, IoBufMut};
 
 /// The most fds one message may carry (the kernel's `SCM_MAX_FD`).
@@ -103,8 +103,6 @@ impl<B: IoBuf> SendFds<B> {
         rustix::net::sendmsg(fd, &data, &mut control, SendFlags::NOSIGNAL)
     }
 }
-
-impl<B> sealed::Sealed for SendFds<B> {}
 
 impl<B: IoBuf> Operation for SendFds<B> {
     type Output = (io::Result<usize>, B);
@@ -213,8 +211,6 @@ impl<B: IoBufMut> RecvFds<B> {
         })
     }
 }
-
-impl<B> sealed::Sealed for RecvFds<B> {}
 
 impl<B: IoBufMut> Operation for RecvFds<B> {
     type Output = (io::Result<ReceivedFds>, B);

@@ -76,6 +76,7 @@ impl<O: Operation> Op<O> {
     /// Marks the operation as background: when finished with [`then`](Op::then), it does not keep
     /// [`run_until_done`](crate::IoService::run_until_done) running (a signal wait, a housekeeping
     /// timer). It still completes normally if the loop keeps running.
+    #[must_use = "an Op does nothing until it is finished with .then(handler) or .await"]
     pub fn background(mut self) -> Self {
         self.background = true;
         self

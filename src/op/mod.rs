@@ -52,8 +52,7 @@ use crate::reactor::block::Attempt;
 use crate::reactor::source::Source;
 use crate::reactor::{Reactor, Token};
 
-/// What an operation's try may use and report.
-#[doc(hidden)]
+/// What an operation's attempt may use and report (see [`Operation::attempt`]).
 pub struct Cx<'a> {
     fd: Option<BorrowedFd<'a>>,
     /// `None` for a try made under the source table's borrow (see [`Operation::TRY_USES_LOOP`]).
@@ -74,10 +73,13 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// The fd of an I/O operation's source. Only operations made by fd-backed objects call this, and
-    /// those objects' tokens always name fd sources.
+    /// The fd of the object the operation was made on.
+    ///
+    /// # Panics
+    /// For an operation on a source without an fd (a timer or a completion): operations made on
+    /// sockets and devices always have one.
     #[inline]
-    pub(crate) fn fd(&self) -> BorrowedFd<'a> {
+    pub fn fd(&self) -> BorrowedFd<'a> {
         self.fd
             .expect("an fd operation on a source without an fd (a timer or completion)")
     }
@@ -87,10 +89,12 @@ impl<'a> Cx<'a> {
         self.reactor
             .expect("an operation that uses the loop in its try declares TRY_USES_LOOP")
     }
-    /// The syscall showed the direction is now empty (a short read): the next operation waits for an
-    /// event instead of trying first.
+    /// The syscall showed the direction is now empty (a short read, or a short write that filled
+    /// the send buffer): the next operation waits for an event instead of trying first. A hint: the
+    /// loop ignores it where it cannot be trusted (a Unix stream socket's reads stop at messages that
+    /// carry fds; a peer's shutdown ends the edges).
     #[inline]
-    pub(crate) fn mark_drained(&mut self) {
+    pub fn mark_drained(&mut self) {
         self.drained = true;
     }
     /// The outcome of one read or write of up to `requested` bytes (`Ok(None)`: `EAGAIN`). A short
@@ -114,8 +118,9 @@ impl<'a> Cx<'a> {
             Err(e) => Poll::Ready(Err(e)),
         }
     }
-    /// Do not try again before `delay` has passed, even if no event comes (back-off after `EMFILE`).
-    pub(crate) fn retry_after(&mut self, delay: Duration) {
+    /// Do not attempt again before `delay` has passed, events or not (a back-off, such as an
+    /// acceptor's after `EMFILE`). The attempt then returns its result as usual.
+    pub fn retry_after(&mut self, delay: Duration) {
         self.retry_after = Some(delay);
     }
 
@@ -198,59 +203,124 @@ pub(crate) fn attempt_with_loop<O: Operation>(
     step
 }
 
-pub(crate) mod sealed {
-    pub trait Sealed {}
-}
-
-/// The operations [`Op`] can carry: implemented by the types in this module only.
+/// An operation [`Op`] can carry: aio's own (reads, writes, accepts, timers...) or one of yours.
 ///
-/// An operation stays in one place while it is pending (inside its `Op`, or in the block the loop
-/// keeps for a callback): each try works on it by reference, and only the finished operation is
-/// consumed, by [`finish`](Operation::finish), to hand its buffers back with the result.
-pub trait Operation: sealed::Sealed + Unpin + Sized + 'static {
+/// # The contract
+/// An operation is a state machine over one direction ([`interest`](Operation::interest)) of one
+/// object's fd. The loop calls [`attempt`](Operation::attempt) when the direction may be ready: at
+/// once when it starts (unless [`needs_ready`](Operation::needs_ready) says a first step must wait),
+/// and again after each readiness event. An attempt makes its syscall on [`Cx::fd`] without blocking
+/// and returns:
+/// - `Poll::Ready(result)` when the operation is done (the value, or the error the handler gets);
+/// - `Poll::Pending` when the kernel said `EAGAIN`: the loop waits for the next edge of that
+///   direction, then attempts again. An attempt that returns `Pending` without an `EAGAIN` from the
+///   kernel waits for an event that may never come: only return `Pending` on `EAGAIN`.
+///
+/// Then [`finish`](Operation::finish) turns the result into the output and hands the operation's
+/// buffers back with it (`finish` runs for cancellations too, with `ECANCELED`). An operation stays
+/// in one place while it is pending (inside its `Op`, or in the block the loop keeps for a callback):
+/// each attempt works on it by reference, and only the finished operation is consumed.
+///
+/// A short read or write (less than asked) may say so with [`Cx::mark_drained`]: the next operation
+/// on that direction then waits for an edge instead of paying for an `EAGAIN` first.
+///
+/// Attempts run on the loop's thread, between handlers; they must not block. With
+/// [`TRY_USES_LOOP`](Operation::TRY_USES_LOOP) left `true` (the default) an attempt may use the loop
+/// (create sockets, spawn, post); `false` lets the loop make it under the lookup that found the fd,
+/// which saves a lookup per attempt but forbids touching the loop from it (a `RefCell` would panic).
+///
+/// The ring members ([`RING`](Operation::RING), [`prepare`](Operation::prepare),
+/// [`complete`](Operation::complete)) are for aio's own operations, whose requests point the kernel
+/// at memory they own: a [`RingEntry`] cannot be made outside aio, and other operations run by
+/// readiness on every backend, io_uring included.
+///
+/// # Example: an operation aio does not have
+/// `MSG_PEEK`: wait until a stream socket has bytes, and copy them without taking them.
+///
+/// ```
+/// use std::io;
+/// use std::task::Poll;
+/// use aio::op::{Cx, Interest, Operation};
+/// use aio::{IoService, StreamSocket};
+///
+/// /// Peeks at up to `buf.len()` waiting bytes: they stay in the socket for the next read.
+/// struct Peek {
+///     buf: Vec<u8>,
+/// }
+///
+/// impl Operation for Peek {
+///     type Output = (io::Result<usize>, Vec<u8>);
+///     type Value = usize;
+///
+///     fn interest(&self) -> Interest {
+///         Interest::Read
+///     }
+///
+///     fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<usize>> {
+///         let flags = rustix::net::RecvFlags::PEEK;
+///         match rustix::net::recv(cx.fd(), &mut self.buf[..], flags) {
+///             Ok((n, _)) => Poll::Ready(Ok(n)),
+///             Err(rustix::io::Errno::AGAIN) => Poll::Pending, // wait for the next edge
+///             Err(e) => Poll::Ready(Err(e.into())),
+///         }
+///     }
+///
+///     fn finish(self, res: io::Result<usize>) -> Self::Output {
+///         (res, self.buf)
+///     }
+/// }
+///
+/// let svc = IoService::new()?;
+/// let (a, b) = StreamSocket::pair(&svc)?;
+/// // Started before anything was sent: it waits for readability like any read.
+/// let peek = b.op(Peek { buf: vec![0; 16] });
+/// let (res, _) = svc.block_on(a.write_all(b"hello".to_vec()));
+/// res?;
+/// let (res, buf) = svc.block_on(peek);
+/// assert_eq!(&buf[..res?], b"hello");
+/// // The bytes are still there for a read.
+/// let (res, buf) = svc.block_on(b.read_exact(vec![0; 5]));
+/// res?;
+/// assert_eq!(buf, b"hello");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub trait Operation: Unpin + Sized + 'static {
     /// What the operation completes with; buffers come back inside it.
     type Output;
-    /// What a finished try yields besides the buffers (a count, an accepted socket).
-    #[doc(hidden)]
+    /// What a finished attempt yields besides the buffers (a count, an accepted socket).
     type Value;
-    #[doc(hidden)]
+    /// The direction it waits on.
     fn interest(&self) -> Interest;
-    /// Whether a try must wait until the direction is ready (false for a first step, such as the
-    /// `connect` call itself, that needs no readiness).
-    #[doc(hidden)]
+    /// Whether an attempt must wait until the direction is ready (false for a first step, such as
+    /// the `connect` call itself, that needs no readiness).
     fn needs_ready(&self) -> bool {
         true
     }
-    /// Whether a try may use the loop (register an accepted socket, arm a back-off). One that does
-    /// not (a read, a write) is tried under the borrow of the source table that found its fd, and
-    /// its readiness updated there: one lookup per try instead of two.
-    #[doc(hidden)]
+    /// Whether an attempt may use the loop (register an accepted socket, arm a back-off). One that
+    /// does not (a read, a write) is made under the borrow of the source table that found its fd,
+    /// and its readiness updated there: one lookup per attempt instead of two.
     const TRY_USES_LOOP: bool = true;
-    /// One try: `Pending` when the kernel said `EAGAIN` (wait for the direction to become ready,
-    /// then try again).
-    #[doc(hidden)]
+    /// One attempt: `Pending` when the kernel said `EAGAIN` (wait for the direction to become
+    /// ready, then attempt again). See the trait's contract.
     fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>>;
     /// The output: `res` with the buffers the operation owned.
-    #[doc(hidden)]
     fn finish(self, res: io::Result<Self::Value>) -> Self::Output;
     /// Whether, on the io_uring backend, the operation is done by ring requests ([`prepare`] and
-    /// [`complete`]) instead of readiness and [`attempt`].
+    /// [`complete`]) instead of readiness and [`attempt`] (aio's own operations only: see the
+    /// trait's docs).
     ///
     /// [`prepare`]: Operation::prepare
     /// [`complete`]: Operation::complete
     /// [`attempt`]: Operation::attempt
-    #[doc(hidden)]
     const RING: bool = false;
     /// The ring request for the next step on `fd`. The memory it points to must live inside the
     /// operation, on the heap (owned buffers, boxed addresses): the operation may move, but is not
     /// dropped, while the request is in flight.
-    #[doc(hidden)]
     fn prepare(&mut self, _fd: RawFd) -> Option<RingEntry> {
         None
     }
     /// The kernel's answer to the request made by [`prepare`](Operation::prepare) (`res`: a count
     /// or a negative errno). `Pending` asks for another request (the rest of a `write_all`).
-    #[doc(hidden)]
     fn complete(&mut self, res: i32, _cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
         Poll::Ready(Err(io::Error::other(format!(
             "io_uring completion ({res}) for an operation that makes no ring requests"

@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 use io_uring::{opcode, types};
 
 use super::ring::{MsgParts, cqe_result};
-use super::{Cx, Interest, Operation, RingEntry, advance, move_all, nonblocking, sealed};
+use super::{Cx, Interest, Operation, RingEntry, advance, move_all, nonblocking};
 use crate::buf::IoBufMut;
 
 /// Reads whatever is available, up to the buffer's [`bytes_total`](IoBufMut): `Ok(0)` means end of
@@ -28,8 +28,6 @@ impl<B: IoBufMut> ReadSome<B> {
         &self.buf
     }
 }
-
-impl<B> sealed::Sealed for ReadSome<B> {}
 
 impl<B: IoBufMut> Operation for ReadSome<B> {
     type Output = (io::Result<usize>, B);
@@ -90,8 +88,6 @@ impl<B: IoBufMut> ReadExact<B> {
         ReadExact { buf, filled: 0 }
     }
 }
-
-impl<B> sealed::Sealed for ReadExact<B> {}
 
 impl<B: IoBufMut> Operation for ReadExact<B> {
     type Output = (io::Result<()>, B);
@@ -177,8 +173,6 @@ impl<B: IoBufMut> ReadVectored<B> {
         }
     }
 }
-
-impl<B> sealed::Sealed for ReadVectored<B> {}
 
 impl<B: IoBufMut> Operation for ReadVectored<B> {
     type Output = (io::Result<usize>, Vec<B>);

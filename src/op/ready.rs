@@ -8,7 +8,7 @@ use std::task::Poll;
 
 use rustix::event::{PollFd, PollFlags};
 
-use super::{Cx, Interest, Operation, sealed};
+use super::{Cx, Interest, Operation};
 
 /// Waits until the fd is readable or writable (or has an error or hang-up to report). Made by
 /// [`IoDevice::readable`](crate::IoDevice::readable) and
@@ -23,8 +23,6 @@ impl Ready {
         Ready { interest }
     }
 }
-
-impl sealed::Sealed for Ready {}
 
 impl Operation for Ready {
     type Output = io::Result<()>;

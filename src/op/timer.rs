@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Instant;
 
-use super::{Cx, Interest, Op, Operation, sealed};
+use super::{Cx, Interest, Op, Operation};
 use crate::reactor::Reactor;
 use crate::reactor::registry::OwnedSource;
 
@@ -28,8 +28,6 @@ impl TimerWait {
         TimerWait { expiry }
     }
 }
-
-impl sealed::Sealed for TimerWait {}
 
 impl Operation for TimerWait {
     type Output = io::Result<()>;
@@ -58,8 +56,6 @@ pub struct Sleep {
     deadline: Instant,
     _source: Option<OwnedSource>,
 }
-
-impl sealed::Sealed for Sleep {}
 
 impl Operation for Sleep {
     type Output = io::Result<()>;

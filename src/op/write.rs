@@ -13,7 +13,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use io_uring::{opcode, types};
 
 use super::ring::{MsgParts, cqe_result};
-use super::{Cx, Interest, Operation, RingEntry, advance, move_all, nonblocking, sealed};
+use super::{Cx, Interest, Operation, RingEntry, advance, move_all, nonblocking};
 use crate::buf::IoBuf;
 
 /// Writes what the socket takes now, at least one byte (unless the buffer is empty). Made by
@@ -28,8 +28,6 @@ impl<B: IoBuf> WriteSome<B> {
         WriteSome { buf }
     }
 }
-
-impl<B> sealed::Sealed for WriteSome<B> {}
 
 impl<B: IoBuf> Operation for WriteSome<B> {
     type Output = (io::Result<usize>, B);
@@ -86,8 +84,6 @@ impl<B: IoBuf> WriteAll<B> {
     }
 }
 
-impl<B> sealed::Sealed for WriteAll<B> {}
-
 impl<B: IoBuf> Operation for WriteAll<B> {
     type Output = (io::Result<()>, B);
     type Value = ();
@@ -142,8 +138,6 @@ impl<B: IoBuf> WriteVectored<B> {
         WriteVectored { bufs, msg: None }
     }
 }
-
-impl<B> sealed::Sealed for WriteVectored<B> {}
 
 impl<B: IoBuf> Operation for WriteVectored<B> {
     type Output = (io::Result<usize>, Vec<B>);

@@ -54,6 +54,7 @@ pub struct Builder {
 
 impl Builder {
     /// Picks the backend (default: [`Backend::Epoll`]).
+    #[must_use = "the builder is a new value: keep it, then build()"]
     pub fn backend(mut self, backend: Backend) -> Builder {
         self.backend = backend;
         self
@@ -61,6 +62,7 @@ impl Builder {
 
     /// Bounds the threads of the loop's blocking pool (default 64; at least 1). The pool starts no
     /// thread before the first [`spawn_blocking`](LocalHandle::spawn_blocking).
+    #[must_use = "the builder is a new value: keep it, then build()"]
     pub fn max_blocking_threads(mut self, threads: usize) -> Builder {
         self.max_blocking_threads = threads.max(1);
         self
@@ -146,6 +148,7 @@ impl IoService {
     }
 
     /// Starts building a loop with a chosen backend.
+    #[must_use = "a builder does nothing until build()"]
     pub fn builder() -> Builder {
         Builder {
             backend: Backend::Epoll,

@@ -1,15 +1,19 @@
 //! `ipc_server` and `ipc_clients` run as programs: the clients connect in the required order (`c`
-//! only after `a` and `b`), every observer event is one `NAME EVENT [detail]` line, and killing the
-//! server with SIGKILL then restarting it on the same endpoint makes all three reconnect.
+//! only after `a` and `b`), every observer event is one `NAME EVENT [detail]` line, each client's
+//! hello, echo and ping are answered (`NAME got welcome`, `NAME got echo "..."`, `NAME got pong N`),
+//! and killing the server with SIGKILL then restarting it on the same endpoint makes all three
+//! reconnect.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::examples_harness::{self, Server};
 
-const EVENTS: [&str; 4] = ["connecting", "connected", "disconnected", "gave-up"];
+/// The first word after a client's name: an observer event, or `got` for a reply.
+const EVENTS: [&str; 5] = ["connecting", "connected", "disconnected", "gave-up", "got"];
 
-/// Reads lines until every name in `names` has printed `NAME event`; returns the lines read.
+/// Reads lines until every name in `names` has printed a line starting `NAME event`; returns the
+/// lines read.
 fn until_all(clients: &Server, names: &[&str], event: &str, lines: &mut Vec<String>) {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut seen: HashSet<String> = HashSet::new();
@@ -20,11 +24,12 @@ fn until_all(clients: &Server, names: &[&str], event: &str, lines: &mut Vec<Stri
             .unwrap_or_else(|| panic!("no `{event}` from all of {names:?}; lines: {lines:#?}"));
         let mut words = line.split_whitespace();
         let (name, ev) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let what = format!("{ev} {}", words.collect::<Vec<_>>().join(" "));
         assert!(
             ["a", "b", "c"].contains(&name) && EVENTS.contains(&ev),
             "not a `NAME EVENT [detail]` line: {line:?}"
         );
-        if ev == event && names.contains(&name) {
+        if (ev == event || what.starts_with(event)) && names.contains(&name) {
             seen.insert(name.to_string());
         }
         lines.push(line);
@@ -47,6 +52,23 @@ fn clients_start_in_order_and_survive_a_killed_server() {
             pos("a connected") < c_first && pos("b connected") < c_first,
             "c started before a and b were up: {lines:#?}"
         );
+        // The exchange: each client's hello, echo and first ping answered.
+        until_all(&clients, &["a", "b", "c"], "got welcome", &mut lines);
+        for name in ["a", "b", "c"] {
+            let echo = format!("{name} got echo \"echo from {name}\"");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !lines.contains(&echo)
+                || !lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("{name} got pong")))
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match clients.next_line(left) {
+                    Some(line) => lines.push(line),
+                    None => panic!("no echo and pong for {name}: {lines:#?}"),
+                }
+            }
+        }
 
         server.kill();
         let mut after = Vec::new();

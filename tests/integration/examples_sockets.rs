@@ -256,6 +256,73 @@ fn udp_echo_serves_udp_and_unix_datagrams_and_stops_on_eof() {
 }
 
 #[test]
+fn udp_echo_returns_the_largest_datagrams_whole_by_default() {
+    // UDP over IPv4 carries at most 65,507 bytes in one datagram.
+    let server = Server::start("udp_echo", None, &["127.0.0.1:0"]);
+    let addr: std::net::SocketAddr = server.endpoint.parse().expect("an IP:PORT endpoint");
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let largest: Vec<u8> = (0..65_507u32).map(|i| (i % 251) as u8).collect();
+    let mut buf = vec![0u8; 70_000];
+    for size in [1_200, 1_472, 8_000, 60_000, largest.len()] {
+        client.send_to(&largest[..size], addr).unwrap();
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(from, addr);
+        assert_eq!(n, size, "a datagram of {size} bytes came back with {n}");
+        assert!(
+            buf[..n] == largest[..size],
+            "{size} bytes came back changed"
+        );
+    }
+    assert!(
+        !server.stderr().contains("truncated"),
+        "{}",
+        server.stderr()
+    );
+    let (status, _) = server.close_stdin_and_wait();
+    assert!(status.success(), "{status}");
+
+    // A Unix datagram: the largest the client's socket allows (the kernel refuses one byte more with
+    // EMSGSIZE), found by trying down from its send buffer size.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.dgram");
+    let server = Server::start("udp_echo", None, &[&format!("unix:{}", path.display())]);
+    let client = UnixDatagram::bind(dir.path().join("client.dgram")).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let sndbuf = socket2::SockRef::from(&client).send_buffer_size().unwrap();
+    let data: Vec<u8> = (0..sndbuf as u32).map(|i| (i % 253) as u8).collect();
+    let mut sent = None;
+    for size in (sndbuf.saturating_sub(256)..=sndbuf).rev() {
+        match client.send_to(&data[..size], &path) {
+            Ok(n) => {
+                sent = Some(n);
+                break;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => continue,
+            Err(e) => panic!("sending {size} bytes: {e}"),
+        }
+    }
+    let sent = sent.expect("a datagram within 256 bytes of the send buffer size");
+    assert!(
+        sent > 65_536,
+        "the largest Unix datagram is only {sent} bytes"
+    );
+    let mut buf = vec![0u8; sndbuf + 1];
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(
+        n, sent,
+        "a Unix datagram of {sent} bytes came back with {n}"
+    );
+    assert!(buf[..n] == data[..sent]);
+    let (status, _) = server.close_stdin_and_wait();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn udp_echo_rejects_bad_arguments_and_backends() {
     for args in [
         &["not-an-endpoint"][..],

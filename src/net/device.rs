@@ -9,7 +9,7 @@ use std::os::fd::{OwnedFd, RawFd};
 
 use crate::LocalHandle;
 use crate::net::registration::{Registration, registered_object};
-use crate::op::{Interest, Op, Ready};
+
 use crate::reactor::FdSlot;
 
 /// A watched fd. Waits complete when the fd is ready; the I/O is the caller's.
@@ -57,16 +57,6 @@ impl IoDevice {
         };
         device.registration.register(slot)?;
         Ok(device)
-    }
-
-    /// Completes when the fd is readable (or has an error or hang-up to report).
-    pub fn readable(&self) -> Op<Ready> {
-        self.registration.op(Ready::new(Interest::Read))
-    }
-
-    /// Completes when the fd is writable (or has an error or hang-up to report).
-    pub fn writable(&self) -> Op<Ready> {
-        self.registration.op(Ready::new(Interest::Write))
     }
 
     /// Sets or clears `O_NONBLOCK` on the fd (booster's `set_non_blocking`). Note that the flag

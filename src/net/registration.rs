@@ -133,6 +133,27 @@ macro_rules! registered_object {
         }
 
         #[doc = concat!(
+            "Completes when the ", $what, "'s fd is readable, or has an error or hang-up to report ",
+            "(booster's `on_readable`, Asio's `async_wait(wait_read)`). Nothing is read: pair it with ",
+            "a non-blocking read of your own (`try_read`, a protocol library's), which may still say ",
+            "`WouldBlock` if someone else took the bytes."
+        )]
+        pub fn readable(&self) -> $crate::op::Op<$crate::op::Ready> {
+            self.$field
+                .op($crate::op::Ready::new($crate::op::Interest::Read))
+        }
+
+        #[doc = concat!(
+            "Completes when the ", $what, "'s fd is writable, or has an error or hang-up to report ",
+            "(booster's `on_writeable`, Asio's `async_wait(wait_write)`). Nothing is written: pair it ",
+            "with a non-blocking write of your own (`try_write`)."
+        )]
+        pub fn writable(&self) -> $crate::op::Op<$crate::op::Ready> {
+            self.$field
+                .op($crate::op::Ready::new($crate::op::Interest::Write))
+        }
+
+        #[doc = concat!(
             "An operation of your own on this ", $what, "'s fd, finished like any other with ",
             "`.then(handler)` or `.await`: see the contract and the example of ",
             "[`Operation`](crate::op::Operation)."

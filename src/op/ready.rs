@@ -1,4 +1,4 @@
-//! Readiness waits for [`IoDevice`](crate::IoDevice): booster's `on_readable` / `on_writeable`.
+//! Readiness waits on any object's fd: booster's `on_readable` / `on_writeable`.
 //!
 //! The library does no I/O on the fd itself, so each try asks the kernel with a zero-timeout `poll`:
 //! a wait completes only when the fd really is ready, even if the owner consumed an earlier event.
@@ -11,8 +11,10 @@ use rustix::event::{PollFd, PollFlags};
 use super::{Cx, Interest, Operation};
 
 /// Waits until the fd is readable or writable (or has an error or hang-up to report). Made by
-/// [`IoDevice::readable`](crate::IoDevice::readable) and
-/// [`IoDevice::writable`](crate::IoDevice::writable).
+/// `readable()` and `writable()` of every object: [`IoDevice::readable`](crate::IoDevice::readable),
+/// [`StreamSocket::readable`](crate::StreamSocket::readable),
+/// [`DatagramSocket::readable`](crate::DatagramSocket::readable),
+/// [`Acceptor::readable`](crate::Acceptor::readable) and their `writable()`.
 #[derive(Debug)]
 pub struct Ready {
     interest: Interest,

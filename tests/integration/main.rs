@@ -34,6 +34,7 @@ mod generic_connection;
 mod hooks;
 mod read_each;
 mod read_stream;
+mod readiness;
 mod reconnect;
 mod run_modes;
 mod service;

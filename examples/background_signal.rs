@@ -71,15 +71,16 @@ fn echo_over_a_pair(svc: &LocalHandle) -> io::Result<()> {
         .read_some(vec![0u8; 64])
         .then(move |(result, buffer)| match result {
             // The handler owns `b`: the socket stays open until its write is done.
-            Ok(n) if n > 0 => b
-                .clone()
-                .write_all(buffer.slice(..n))
-                .then(move |(result, _)| {
-                    drop(b);
-                    if let Err(e) = result {
-                        eprintln!("{PROGRAM}: echo side: {e}");
-                    }
-                }),
+            Ok(n) if n > 0 => {
+                b.clone()
+                    .write_all(buffer.slice(..n))
+                    .then(move |(result, _)| {
+                        drop(b);
+                        if let Err(e) = result {
+                            eprintln!("{PROGRAM}: echo side: {e}");
+                        }
+                    });
+            }
             Ok(_) => eprintln!("{PROGRAM}: the echo side read the end of the stream"),
             Err(e) => eprintln!("{PROGRAM}: echo side: {e}"),
         });

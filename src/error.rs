@@ -18,6 +18,15 @@ pub fn is_cancelled(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::ECANCELED)
 }
 
+/// The error an operation completes with when its deadline passes first (see
+/// [`Op::timeout`](crate::Op::timeout)): `TimedOut`, booster's and Asio's `timed_out`.
+pub fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the operation did not complete before its deadline",
+    )
+}
+
 /// An operation on an object that is closed (or was never opened).
 pub(crate) fn closed() -> io::Error {
     io::Error::new(

@@ -22,23 +22,26 @@ pub(super) struct CallbackOp<O: Operation, F> {
 }
 
 /// Starts `op` with `handler`: one block for both (recycled when the loop has one), counted as work
-/// unless background. Once the loop is shut down the handler is dropped unrun.
+/// unless background; returns the operation's number (for its handle). Once the loop is shut down
+/// the handler is dropped unrun.
 #[inline(always)]
-pub(super) fn start<O, F>(reactor: &Reactor, token: Token, op: O, handler: F, counted: bool)
+pub(super) fn start<O, F>(reactor: &Reactor, token: Token, op: O, handler: F, counted: bool) -> u32
 where
     O: Operation,
     F: FnOnce(O::Output) + 'static,
 {
     let interest = op.interest();
     let needs_ready = op.needs_ready();
-    let Some(block) = block(reactor, op, handler, counted, None) else {
-        return;
+    let id = reactor.next_op_id();
+    let Some(block) = block(reactor, op, handler, counted, None, id) else {
+        return id;
     };
     if O::RING && reactor.ring_mode() {
         reactor.ring_start_callback(token, interest, block.into_op());
-        return;
+        return id;
     }
     reactor.start_op(token, interest, needs_ready, block);
+    id
 }
 
 /// Completes `op` with `err` without trying it (its object could not be set up): its handler is
@@ -48,7 +51,7 @@ where
     O: Operation,
     F: FnOnce(O::Output) + 'static,
 {
-    if let Some(block) = block(reactor, op, handler, counted, Some(Err(err))) {
+    if let Some(block) = block(reactor, op, handler, counted, Some(Err(err)), 0) {
         reactor.push_job(block.into_job());
     }
 }
@@ -62,6 +65,7 @@ fn block<O, F>(
     handler: F,
     counted: bool,
     result: Option<io::Result<O::Value>>,
+    id: u32,
 ) -> Option<TypedBlock<CallbackOp<O, F>>>
 where
     O: Operation,
@@ -78,7 +82,7 @@ where
         handler,
         result,
     };
-    Some(reactor.alloc_op(body, reactor.seq(), counted))
+    Some(reactor.alloc_op(body, reactor.seq(), counted, id))
 }
 
 impl<O: Operation, F: FnOnce(O::Output) + 'static> Job for CallbackOp<O, F> {

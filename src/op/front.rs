@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use super::handle::OpHandle;
 use super::ring::TaskCell;
 use super::{Interest, Operation, attempt_under_borrow, attempt_with_loop, callback};
 use crate::reactor::attempt::AtSource;
@@ -84,8 +85,10 @@ impl<O: Operation> Op<O> {
 
     /// Starts the operation; `handler` runs exactly once, on the loop, with the result, after this
     /// call has returned. If the `IoService` is dropped first, the handler is dropped without running.
+    ///
+    /// The [`OpHandle`] returned can cancel this operation alone; dropping it does nothing.
     #[inline]
-    pub fn then<F>(self, handler: F)
+    pub fn then<F>(self, handler: F) -> OpHandle
     where
         F: FnOnce(O::Output) + 'static,
     {
@@ -102,11 +105,12 @@ impl<O: Operation> Op<O> {
                     ManuallyDrop::into_inner(std::ptr::read(&this.op)).unwrap_unchecked(),
                 )
             };
-            callback::start(&reactor, this.token, op, handler, !this.background);
-            return;
+            let interest = op.interest();
+            let id = callback::start(&reactor, this.token, op, handler, !this.background);
+            return OpHandle::block(reactor, this.token, interest, id);
         }
         let (reactor, token, op, state, background) = ManuallyDrop::into_inner(this).into_parts();
-        Op::then_otherwise(reactor, token, op, state, background, handler);
+        Op::then_otherwise(reactor, token, op, state, background, handler)
     }
 
     /// The parts of the operation, taken apart without running its `Drop` (nothing of it is left to
@@ -134,7 +138,8 @@ impl<O: Operation> Op<O> {
         state: State<O>,
         background: bool,
         handler: F,
-    ) where
+    ) -> OpHandle
+    where
         F: FnOnce(O::Output) + 'static,
     {
         let counted = !background;
@@ -142,20 +147,29 @@ impl<O: Operation> Op<O> {
             if let State::Ring { cell, .. } = state {
                 // A future already on the ring (polled, then turned into a callback): its handler
                 // runs when the kernel answers.
+                let interest = cell.interest();
                 cell.then(&reactor, Box::new(handler), counted);
+                let at = Rc::as_ptr(&cell) as *const ();
+                return match interest {
+                    Some(interest) => OpHandle::cell(reactor, token, interest, at),
+                    None => OpHandle::finished(reactor),
+                };
             }
-            return; // finished already: its output went to the poll that finished it
+            // Finished already: its output went to the poll that finished it.
+            return OpHandle::finished(reactor);
         };
+        let interest = op.interest();
         match state {
-            State::Waiting { id, .. } => reactor.withdraw(token, op.interest(), id),
+            State::Waiting { id, .. } => reactor.withdraw(token, interest, id),
             State::Failed(err) => {
                 callback::fail(&reactor, op, handler, counted, err);
-                return;
+                return OpHandle::finished(reactor);
             }
             // The ring's cell holds the operation while it is `Ring`: not this case.
             State::Idle | State::Ring { .. } => {}
         }
-        callback::start(&reactor, token, op, handler, counted);
+        let id = callback::start(&reactor, token, op, handler, counted);
+        OpHandle::block(reactor, token, interest, id)
     }
 
     /// The operation, to finish it: only called while this future holds it.

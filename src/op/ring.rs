@@ -64,6 +64,11 @@ impl<O: Operation> TaskCell<O> {
         None
     }
 
+    /// The operation's direction, while the kernel has it.
+    pub(crate) fn interest(&self) -> Option<super::Interest> {
+        self.state.borrow().op.as_ref().map(Operation::interest)
+    }
+
     /// Whether the kernel still has (or may still have) the operation.
     pub(crate) fn in_flight(&self) -> bool {
         self.state.borrow().op.is_some()

@@ -76,9 +76,18 @@ pub(crate) struct Header {
     /// The loop's count of queued jobs when the operation started waiting (see
     /// [`Reactor::may_complete_here`]).
     seq: Cell<u32>,
-    /// The job counts as work for `run_until_done` until it has run (a callback operation that is
-    /// not background): settled when it runs.
-    counted: bool,
+    /// The operation's number, shifted left by one (0 for a plain job), so that a handle to it can
+    /// find it in its line or on the ring (see `cancel`); in the low bit, whether the job counts as
+    /// work for `run_until_done` until it has run (a callback operation that is not background),
+    /// settled when it runs. One word for both keeps the header at three words.
+    tag: u32,
+}
+
+impl Header {
+    #[inline(always)]
+    fn counted(&self) -> bool {
+        self.tag & 1 != 0
+    }
 }
 
 /// A block: the header, then the job in place.
@@ -163,7 +172,7 @@ unsafe fn run<T: Job>(header: NonNull<Header>, reactor: &Reactor) -> bool {
     let block = header.cast::<Block<T>>().as_ptr();
     // SAFETY: the caller owns the live block: its body is read out exactly once, and the block's
     // memory is only given back (by `_release`), never dropped again (the header needs no drop).
-    let (counted, body) = unsafe { ((*block).header.counted, std::ptr::read(&(*block).body)) };
+    let (counted, body) = unsafe { ((*block).header.counted(), std::ptr::read(&(*block).body)) };
     if counted {
         reactor.finish_work();
     }
@@ -337,6 +346,13 @@ impl OpPtr {
         unsafe { self.0.as_ref().vtable }
     }
 
+    /// The operation's number (see [`Reactor::alloc_op`]).
+    #[inline(always)]
+    pub(crate) fn id(&self) -> u32 {
+        // SAFETY: this pointer owns its live block.
+        unsafe { self.0.as_ref().tag >> 1 }
+    }
+
     /// The loop's count of queued jobs when the operation started waiting.
     #[inline(always)]
     pub(crate) fn seq(&self) -> u32 {
@@ -415,13 +431,20 @@ impl Reactor {
     /// `counted` work (see [`Header`]) is settled when it runs.
     #[inline(always)]
     pub(crate) fn alloc<T: Job>(&self, body: T, seq: u32, counted: bool) -> TypedBlock<T> {
-        self.alloc_with(body, seq, counted, &Table::<T>::JOB)
+        self.alloc_with(body, seq, u32::from(counted), &Table::<T>::JOB)
     }
 
-    /// [`alloc`](Reactor::alloc) for an operation that may wait in a line or on the ring.
+    /// [`alloc`](Reactor::alloc) for an operation that may wait in a line or on the ring, numbered
+    /// `id` (its handle's way to find it: see [`Reactor::next_op_id`]; only the low 31 bits count).
     #[inline(always)]
-    pub(crate) fn alloc_op<T: Waiting>(&self, body: T, seq: u32, counted: bool) -> TypedBlock<T> {
-        self.alloc_with(body, seq, counted, &Table::<T>::OP)
+    pub(crate) fn alloc_op<T: Waiting>(
+        &self,
+        body: T,
+        seq: u32,
+        counted: bool,
+        id: u32,
+    ) -> TypedBlock<T> {
+        self.alloc_with(body, seq, id << 1 | u32::from(counted), &Table::<T>::OP)
     }
 
     #[inline(always)]
@@ -429,7 +452,7 @@ impl Reactor {
         &self,
         body: T,
         seq: u32,
-        counted: bool,
+        tag: u32,
         vtable: &'static VTable,
     ) -> TypedBlock<T> {
         let memory = self.pool.take(Layout::new::<Block<T>>());
@@ -442,7 +465,7 @@ impl Reactor {
                     next: Cell::new(None),
                     vtable,
                     seq: Cell::new(seq),
-                    counted,
+                    tag,
                 },
                 body,
             })

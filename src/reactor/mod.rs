@@ -27,6 +27,7 @@
 
 pub(crate) mod attempt;
 pub(crate) mod block;
+pub(crate) mod cancel;
 pub(crate) mod dispatch;
 pub(crate) mod fd;
 pub(crate) mod fork;
@@ -84,6 +85,7 @@ pub(crate) struct Reactor {
     pub(crate) inflight: RefCell<slab::Slab<ring::Inflight>>,
     remote: Arc<Remote>,
     next_waiter_id: Cell<u32>,
+    next_op_id: Cell<u32>,
     shut_down: Cell<bool>,
     /// The fork generation this loop was built in (see `fork`).
     fork_generation: u64,
@@ -111,6 +113,7 @@ impl Reactor {
             inflight: RefCell::new(slab::Slab::new()),
             remote,
             next_waiter_id: Cell::new(0),
+            next_op_id: Cell::new(1),
             shut_down: Cell::new(false),
             fork_generation: fork::generation(),
         })
@@ -177,6 +180,16 @@ impl Reactor {
     pub(crate) fn next_waiter_id(&self) -> u32 {
         let id = self.next_waiter_id.get();
         self.next_waiter_id.set(id.wrapping_add(1));
+        id
+    }
+
+    /// A number for a callback operation, so that its handle can find it later (see `cancel`). 31
+    /// bits: it shares a word with a flag in the block's header. It wraps after two billion
+    /// operations; a handle kept that long could only mistake one of the same object and direction.
+    #[inline(always)]
+    pub(crate) fn next_op_id(&self) -> u32 {
+        let id = self.next_op_id.get();
+        self.next_op_id.set(id.wrapping_add(1) & (u32::MAX >> 1));
         id
     }
 

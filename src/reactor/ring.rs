@@ -29,6 +29,22 @@ pub(crate) struct Inflight {
     token: Token,
     interest: Interest,
     op: RingOp,
+    /// Set when the operation alone was cancelled (its handle, its deadline): the error it completes
+    /// with if the kernel answers `ECANCELED`, or stops with before another step.
+    pub(crate) cancelled_with: Option<io::Error>,
+}
+
+impl Inflight {
+    /// Whether this is the operation `target` names (see `reactor::cancel`).
+    pub(crate) fn is(&self, target: &super::cancel::Target) -> bool {
+        match (&self.op, target) {
+            (RingOp::Callback(op), super::cancel::Target::Block(id)) => op.id() == *id,
+            (RingOp::Task(cell), super::cancel::Target::Cell(ptr)) => {
+                std::ptr::eq(Rc::as_ptr(cell) as *const (), *ptr)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Who finishes an operation on the ring.
@@ -111,6 +127,7 @@ impl Reactor {
             token,
             interest,
             op,
+            cancelled_with: None,
         }) as u32;
         source.dir_mut(interest).set_inflight(Some(key));
         drop(sources);
@@ -164,18 +181,34 @@ impl Reactor {
     }
 
     fn ring_completed(&self, key: u32, res: i32) {
-        let (token, interest, mut op) = {
+        let (token, interest, mut op, cancelled_with) = {
             let mut inflight = self.inflight.borrow_mut();
             let Some(entry) = inflight.get_mut(key as usize) else {
                 return;
             };
             let op = std::mem::replace(&mut entry.op, RingOp::Empty);
-            (entry.token, entry.interest, op)
+            (entry.token, entry.interest, op, entry.cancelled_with.take())
         };
         // User code may run here (a waker): if it panics, the operation is finished all the same
         // and its direction freed, and the panic goes on out of the loop.
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.on_cqe(res, self)));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match cancelled_with {
+                // Cancelled alone, and the kernel did cancel it: it ends with the error asked for.
+                Some(err) if res == -libc::ECANCELED => {
+                    op.cancel(err, self);
+                    (true, None)
+                }
+                // The kernel finished this step first: its result counts, but no step follows.
+                Some(err) => match op.on_cqe(res, self) {
+                    (false, delay) => {
+                        op.cancel(err, self);
+                        (true, delay)
+                    }
+                    done => done,
+                },
+                None => op.on_cqe(res, self),
+            }
+        }));
         if let Ok((_, Some(delay))) = outcome {
             // Out of fds (an accept): the direction's next request waits for the back-off.
             self.wake_after(token, interest, delay);

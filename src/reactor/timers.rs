@@ -19,11 +19,27 @@ pub(crate) enum Due {
     Timer,
     /// The end of a back-off on one direction.
     Backoff(Interest),
+    /// An operation's deadline: the callback operation with this number on this direction is
+    /// cancelled with `TimedOut` if it is still pending (see `cancel`).
+    Deadline(Interest, u32),
 }
 
-#[derive(Default)]
+/// Below this many entries the heap is never compacted.
+const COMPACT_MIN: usize = 1024;
+
 pub(crate) struct TimerQueue {
     heap: BinaryHeap<Reverse<(Instant, u64, Due)>>,
+    /// The heap's size that triggers the next compaction: twice what survived the last one.
+    compact_at: usize,
+}
+
+impl Default for TimerQueue {
+    fn default() -> Self {
+        TimerQueue {
+            heap: BinaryHeap::new(),
+            compact_at: COMPACT_MIN,
+        }
+    }
 }
 
 impl TimerQueue {
@@ -46,17 +62,20 @@ impl TimerQueue {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.heap.len()
+    /// Whether stale entries may have piled up enough to be worth a compaction.
+    fn wants_compaction(&self) -> bool {
+        self.heap.len() > self.compact_at
     }
 
-    /// Keeps only the entries `live` approves (O(n)).
+    /// Keeps only the entries `live` approves (O(n)); the next compaction comes when the heap has
+    /// doubled again, so that compacting costs O(1) per entry pushed.
     pub(crate) fn retain(&mut self, mut live: impl FnMut(Instant, Token, Due) -> bool) {
         let entries = std::mem::take(&mut self.heap).into_vec();
         self.heap = entries
             .into_iter()
             .filter(|Reverse((at, t, due))| live(*at, Token(*t), *due))
             .collect();
+        self.compact_at = (2 * self.heap.len()).max(COMPACT_MIN);
     }
 
     pub(crate) fn clear(&mut self) {
@@ -67,24 +86,29 @@ impl TimerQueue {
 impl Reactor {
     /// Arms the timer source `token` for `deadline` (replacing any earlier deadline).
     pub(crate) fn arm_timer(&self, token: Token, deadline: Instant) {
-        let live = {
+        {
             let mut sources = self.sources.borrow_mut();
             let Some(source) = sources.get_mut(token) else {
                 return;
             };
             source.deadline = Some(deadline);
             source.read.ready = false;
-            sources.len()
-        };
+        }
+        self.push_timer(deadline, token, Due::Timer);
+    }
+
+    /// Adds an entry to the heap. Re-armed and cancelled timers, and the deadlines of operations
+    /// that finished in time, leave entries behind: compacted away before they outgrow the live set.
+    pub(crate) fn push_timer(&self, at: Instant, token: Token, due: Due) {
         let mut timers = self.timers.borrow_mut();
-        timers.push(deadline, token, Due::Timer);
-        // Re-armed and cancelled timers leave entries behind; keep them from outgrowing the live set.
-        if timers.len() > 2 * live + 1024 {
+        timers.push(at, token, due);
+        if timers.wants_compaction() {
             let sources = self.sources.borrow();
             timers.retain(|at, token, due| match (due, sources.get(token)) {
                 (_, None) => false,
                 (Due::Timer, Some(s)) => s.deadline == Some(at),
                 (Due::Backoff(_), Some(_)) => true,
+                (Due::Deadline(interest, id), Some(_)) => self.op_pending(token, interest, id),
             });
         }
     }
@@ -111,9 +135,7 @@ impl Reactor {
             source.set_backoff_until(interest, Some(at));
             self.mute(source, interest, true);
         }
-        self.timers
-            .borrow_mut()
-            .push(at, token, Due::Backoff(interest));
+        self.push_timer(at, token, Due::Backoff(interest));
     }
 
     /// When the earliest timer or back-off is due.
@@ -147,6 +169,9 @@ impl Reactor {
                         }
                     }
                     self.make_ready(token, interest);
+                }
+                Some((_, token, Due::Deadline(interest, id))) => {
+                    self.deadline_passed(token, interest, id);
                 }
                 None => return,
             }

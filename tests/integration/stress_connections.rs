@@ -73,19 +73,21 @@ fn echo(socket: Rc<StreamSocket>, buf: Vec<u8>, server: Rc<Server>) {
         .clone()
         .read_some(buf)
         .then(move |(res, buf)| match res {
-            Ok(n) if n > 0 => socket
-                .clone()
-                .write_all(buf.slice(..n))
-                .then(move |(res, buf)| match res {
-                    Ok(()) => {
-                        server.echoed.set(server.echoed.get() + n);
-                        echo(socket, buf.into_inner(), server);
-                    }
-                    Err(e) => {
-                        server.errors.borrow_mut().push(format!("write: {e}"));
-                        end_session(&server);
-                    }
-                }),
+            Ok(n) if n > 0 => {
+                socket
+                    .clone()
+                    .write_all(buf.slice(..n))
+                    .then(move |(res, buf)| match res {
+                        Ok(()) => {
+                            server.echoed.set(server.echoed.get() + n);
+                            echo(socket, buf.into_inner(), server);
+                        }
+                        Err(e) => {
+                            server.errors.borrow_mut().push(format!("write: {e}"));
+                            end_session(&server);
+                        }
+                    });
+            }
             Ok(_) => end_session(&server),
             Err(e) => {
                 server.errors.borrow_mut().push(format!("read: {e}"));

@@ -80,13 +80,15 @@ fn echo(socket: Rc<StreamSocket>, server: Rc<Server>) {
         .clone()
         .read_some(vec![0u8; 8192])
         .then(move |(res, buf)| match res {
-            Ok(n) if n > 0 => socket
-                .clone()
-                .write_all(buf.slice(..n))
-                .then(move |(res, _)| match res {
-                    Ok(()) => echo(socket, server),
-                    Err(e) => server.errors.borrow_mut().push(format!("write: {e}")),
-                }),
+            Ok(n) if n > 0 => {
+                socket
+                    .clone()
+                    .write_all(buf.slice(..n))
+                    .then(move |(res, _)| match res {
+                        Ok(()) => echo(socket, server),
+                        Err(e) => server.errors.borrow_mut().push(format!("write: {e}")),
+                    });
+            }
             Ok(_) => {
                 server.finished.set(server.finished.get() + 1);
                 if server.finished.get() == CLIENTS {

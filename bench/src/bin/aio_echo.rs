@@ -13,14 +13,16 @@ fn echo(socket: Rc<StreamSocket>, buf: Vec<u8>) {
         .clone()
         .read_some(buf)
         .then(move |(res, buf)| match res {
-            Ok(n) if n > 0 => socket
-                .clone()
-                .write_all(buf.slice(..n))
-                .then(move |(res, buf)| {
-                    if res.is_ok() {
-                        echo(socket, buf.into_inner());
-                    }
-                }),
+            Ok(n) if n > 0 => {
+                socket
+                    .clone()
+                    .write_all(buf.slice(..n))
+                    .then(move |(res, buf)| {
+                        if res.is_ok() {
+                            echo(socket, buf.into_inner());
+                        }
+                    });
+            }
             _ => {} // end of stream or error: the last Rc goes away and the socket closes
         });
 }

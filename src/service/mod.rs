@@ -259,11 +259,13 @@ impl IoService {
 pub(crate) struct RunGuard<'a> {
     inner: &'a Inner,
     _thread: crate::reactor::remote::RunningGuard,
+    previous: Option<LocalHandle>,
 }
 
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.inner.running.set(false);
+        run::restore_current(self.previous.take());
     }
 }
 

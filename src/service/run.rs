@@ -1,5 +1,6 @@
 //! One turn of the loop: run what is ready, wait on the driver, dispatch readiness, fire timers.
 
+use std::cell::RefCell;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,18 @@ impl Drop for Batch<'_> {
     }
 }
 
+thread_local! {
+    /// The loop running on this thread (see [`LocalHandle::current`]).
+    static CURRENT: RefCell<Option<LocalHandle>> = const { RefCell::new(None) };
+}
+
+/// Puts back the loop that ran on this thread before (a loop may be run from a handler of another).
+pub(crate) fn restore_current(previous: Option<LocalHandle>) {
+    // Taken out before it drops: dropping a handle may run arbitrary drop glue.
+    let replaced = CURRENT.with(|c| c.replace(previous));
+    drop(replaced);
+}
+
 impl LocalHandle {
     pub(crate) fn enter(&self) -> io::Result<RunGuard<'_>> {
         if self.inner.running.replace(true) {
@@ -41,7 +54,23 @@ impl LocalHandle {
         Ok(RunGuard {
             inner: &self.inner,
             _thread: self.reactor().remote().enter(),
+            previous: CURRENT.with(|c| c.replace(Some(self.clone()))),
         })
+    }
+
+    /// The loop running on this thread, if any: inside one of its handlers or tasks, the loop that
+    /// runs them (tokio's `Handle::current`, but an `Option` rather than a panic).
+    ///
+    /// ```
+    /// use aio::{IoService, LocalHandle};
+    /// let svc = IoService::new()?;
+    /// assert!(LocalHandle::current().is_none(), "not inside a loop");
+    /// svc.post(|| assert!(LocalHandle::current().is_some()));
+    /// svc.run()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn current() -> Option<LocalHandle> {
+        CURRENT.with(|c| c.borrow().clone())
     }
 
     /// Runs up to `max` ready jobs (posted closures, finished operations, woken tasks): those queued

@@ -84,7 +84,7 @@ pub use net::device::IoDevice;
 pub use net::dialer::{Dial, DialAny, Dialer};
 pub use net::hooks::SocketHooks;
 pub use net::stream::StreamSocket;
-pub use op::{Op, OpHandle, Operation};
+pub use op::{Op, OpHandle, Operation, TimedOp};
 pub use service::{Builder, Handle, IoService, JoinError, JoinHandle, LocalHandle};
 pub use signal::SignalSet;
 pub use time::DeadlineTimer;

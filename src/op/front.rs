@@ -107,7 +107,7 @@ impl<O: Operation> Op<O> {
             };
             let interest = op.interest();
             let id = callback::start(&reactor, this.token, op, handler, !this.background);
-            return OpHandle::block(reactor, this.token, interest, id);
+            return OpHandle::new(reactor, this.token, interest, id);
         }
         let (reactor, token, op, state, background) = ManuallyDrop::into_inner(this).into_parts();
         Op::then_otherwise(reactor, token, op, state, background, handler)
@@ -149,9 +149,8 @@ impl<O: Operation> Op<O> {
                 // runs when the kernel answers.
                 let interest = cell.interest();
                 cell.then(&reactor, Box::new(handler), counted);
-                let at = Rc::as_ptr(&cell) as *const ();
                 return match interest {
-                    Some(interest) => OpHandle::cell(reactor, token, interest, at),
+                    Some(interest) => OpHandle::new(reactor, token, interest, cell.id),
                     None => OpHandle::finished(reactor),
                 };
             }
@@ -169,7 +168,34 @@ impl<O: Operation> Op<O> {
             State::Idle | State::Ring { .. } => {}
         }
         let id = callback::start(&reactor, token, op, handler, counted);
-        OpHandle::block(reactor, token, interest, id)
+        OpHandle::new(reactor, token, interest, id)
+    }
+
+    /// The loop the operation belongs to.
+    pub(super) fn reactor(&self) -> &Rc<Reactor> {
+        &self.reactor
+    }
+
+    /// Ends a pending awaited operation with `err` (its deadline passed): at once if it waits in its
+    /// direction's line; on the ring, the kernel is asked to cancel it, and its answer (that error,
+    /// or the result it had already) comes through the next polls.
+    pub(super) fn expire(&mut self, err: io::Error) -> Poll<O::Output> {
+        match std::mem::replace(&mut *self.state, State::Idle) {
+            State::Waiting { id, .. } => {
+                let op = self.take_op();
+                self.reactor.withdraw(self.token, op.interest(), id);
+                Poll::Ready(op.finish(Err(err)))
+            }
+            State::Ring { cell, key } => {
+                if let Some(interest) = cell.interest() {
+                    self.reactor.cancel_op(self.token, interest, cell.id, err);
+                }
+                *self.state = State::Ring { cell, key };
+                Poll::Pending
+            }
+            State::Failed(failed) => Poll::Ready(self.take_op().finish(Err(failed))),
+            State::Idle => Poll::Ready(self.take_op().finish(Err(err))),
+        }
     }
 
     /// The operation, to finish it: only called while this future holds it.
@@ -269,7 +295,7 @@ impl<O: Operation> Op<O> {
     fn start_on_ring(&mut self, cx: &mut Context<'_>) -> Poll<O::Output> {
         let op = self.take_op();
         let interest = op.interest();
-        let cell = TaskCell::new(op);
+        let cell = TaskCell::new(op, self.reactor.next_op_id());
         let slot: Rc<dyn TaskSlot> = cell.clone();
         let (slot, closed) = match self
             .reactor

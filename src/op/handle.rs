@@ -4,7 +4,6 @@ use std::io;
 use std::rc::Rc;
 
 use super::Interest;
-use crate::reactor::cancel::Target;
 use crate::reactor::{Reactor, Token};
 
 /// A started operation, returned by [`Op::then`](crate::Op::then): [`cancel`](OpHandle::cancel)
@@ -24,7 +23,7 @@ use crate::reactor::{Reactor, Token};
 /// // A write on the same socket is not affected.
 /// let write = a.write_all(b"hello".to_vec()).then(|(res, _)| res.unwrap());
 /// assert!(read.cancel(), "the read was pending");
-/// svc.run()?;
+/// svc.run_until_done()?;
 /// assert!(!read.cancel(), "finished: nothing to cancel");
 /// assert!(!write.cancel());
 /// # Ok::<(), std::io::Error>(())
@@ -34,37 +33,18 @@ pub struct OpHandle {
     reactor: Rc<Reactor>,
     token: Token,
     interest: Interest,
-    target: Option<Target>,
+    /// The operation's number; `None` when it finished before it started.
+    id: Option<u32>,
 }
 
 impl OpHandle {
-    /// The handle of the callback operation numbered `id` on `token`'s `interest` direction.
-    pub(super) fn block(
-        reactor: Rc<Reactor>,
-        token: Token,
-        interest: Interest,
-        id: u32,
-    ) -> OpHandle {
+    /// The handle of the operation numbered `id` on `token`'s `interest` direction.
+    pub(super) fn new(reactor: Rc<Reactor>, token: Token, interest: Interest, id: u32) -> OpHandle {
         OpHandle {
             reactor,
             token,
             interest,
-            target: Some(Target::Block(id)),
-        }
-    }
-
-    /// The handle of an awaited operation on the ring turned into a callback, by its cell.
-    pub(super) fn cell(
-        reactor: Rc<Reactor>,
-        token: Token,
-        interest: Interest,
-        cell: *const (),
-    ) -> OpHandle {
-        OpHandle {
-            reactor,
-            token,
-            interest,
-            target: Some(Target::Cell(cell)),
+            id: Some(id),
         }
     }
 
@@ -75,7 +55,7 @@ impl OpHandle {
             reactor,
             token: Token::NONE,
             interest: Interest::Read,
-            target: None,
+            id: None,
         }
     }
 
@@ -89,17 +69,18 @@ impl OpHandle {
 
     /// [`cancel`](OpHandle::cancel) with an error of the caller's choosing (a deadline's `TimedOut`).
     pub(crate) fn cancel_with(&self, err: io::Error) -> bool {
-        match self.target {
-            Some(target) => self
-                .reactor
-                .cancel_op(self.token, self.interest, target, err),
+        match self.id {
+            Some(id) => self.reactor.cancel_op(self.token, self.interest, id, err),
             None => false,
         }
     }
 
-    /// Where the operation waits, and which it is: for a deadline.
-    pub(super) fn parts(&self) -> (&Rc<Reactor>, Token, Interest, Option<Target>) {
-        (&self.reactor, self.token, self.interest, self.target)
+    /// Cancels the operation with `TimedOut` at `deadline` if it is still pending then.
+    pub(super) fn set_deadline(&self, deadline: std::time::Instant) {
+        if let Some(id) = self.id {
+            self.reactor
+                .set_deadline(self.token, self.interest, id, deadline);
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub(crate) mod read_each;
 mod read_stream;
 mod ready;
 pub(crate) mod ring;
+mod timeout;
 pub(crate) mod timer;
 pub(crate) mod write;
 
@@ -40,6 +41,7 @@ pub use handle::OpHandle;
 pub use read::{ReadExact, ReadSome, ReadVectored};
 pub use read_stream::{Chunk, NextChunk, ReadStream};
 pub use ready::Ready;
+pub use timeout::TimedOp;
 pub use timer::{Sleep, TimerWait};
 pub use write::{WriteAll, WriteSome, WriteVectored};
 

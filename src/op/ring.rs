@@ -24,6 +24,8 @@ type ThenHandler<O> = Box<dyn FnOnce(<O as Operation>::Output)>;
 /// An awaited operation on the ring, shared by its future and the table of operations in flight.
 pub(crate) struct TaskCell<O: Operation> {
     state: RefCell<TaskState<O>>,
+    /// The operation's number, to cancel it alone (see `reactor::cancel`).
+    pub(super) id: u32,
 }
 
 struct TaskState<O: Operation> {
@@ -35,8 +37,9 @@ struct TaskState<O: Operation> {
 }
 
 impl<O: Operation> TaskCell<O> {
-    pub(crate) fn new(op: O) -> Rc<TaskCell<O>> {
+    pub(crate) fn new(op: O, id: u32) -> Rc<TaskCell<O>> {
         Rc::new(TaskCell {
+            id,
             state: RefCell::new(TaskState {
                 op: Some(op),
                 out: None,
@@ -143,6 +146,10 @@ fn queue_handler<T: 'static>(
 }
 
 impl<O: Operation> TaskSlot for TaskCell<O> {
+    fn id(&self) -> u32 {
+        self.id
+    }
+
     fn prepare(&self, fd: RawFd) -> Option<RingEntry> {
         self.state.borrow_mut().op.as_mut()?.prepare(fd)
     }

@@ -35,14 +35,12 @@ pub(crate) struct Inflight {
 }
 
 impl Inflight {
-    /// Whether this is the operation `target` names (see `reactor::cancel`).
-    pub(crate) fn is(&self, target: &super::cancel::Target) -> bool {
-        match (&self.op, target) {
-            (RingOp::Callback(op), super::cancel::Target::Block(id)) => op.id() == *id,
-            (RingOp::Task(cell), super::cancel::Target::Cell(ptr)) => {
-                std::ptr::eq(Rc::as_ptr(cell) as *const (), *ptr)
-            }
-            _ => false,
+    /// Whether this is the operation numbered `id` (see `reactor::cancel`).
+    pub(crate) fn is(&self, id: u32) -> bool {
+        match &self.op {
+            RingOp::Callback(op) => op.id() == id,
+            RingOp::Task(cell) => cell.id() == id,
+            RingOp::Empty => false,
         }
     }
 }
@@ -86,6 +84,8 @@ impl RingOp {
 /// What the table of operations in flight needs of an awaited operation's cell (`op::ring_cell`).
 pub(crate) trait TaskSlot {
     fn prepare(&self, fd: RawFd) -> Option<RingEntry>;
+    /// The operation's number (see `Reactor::next_op_id`).
+    fn id(&self) -> u32;
     /// The kernel's answer: whether the operation is finished (its output stored, its task woken or
     /// its handler queued), and a back-off for its direction.
     fn on_cqe(&self, res: i32, reactor: &Reactor) -> (bool, Option<Duration>);

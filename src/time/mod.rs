@@ -8,6 +8,8 @@
 //! clock moves nothing. A wait never completes early; it completes on the first turn of the loop at or
 //! after its deadline (the wait is rounded up to the next millisecond by the kernel).
 
+mod timeout;
+
 use std::cell::Cell;
 use std::io;
 use std::rc::Rc;
@@ -17,6 +19,7 @@ use crate::LocalHandle;
 use crate::op::Op;
 pub use crate::op::{Sleep, TimerWait};
 use crate::reactor::{FdSlot, Token};
+pub use timeout::{Elapsed, Timeout, timeout, timeout_at};
 
 /// A re-armable timer bound to a loop.
 ///

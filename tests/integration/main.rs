@@ -32,6 +32,8 @@ mod fd_passing;
 mod framed;
 mod generic_connection;
 mod hooks;
+mod op_cancel;
+mod op_timeout;
 mod read_each;
 mod read_stream;
 mod readiness;

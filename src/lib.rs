@@ -91,3 +91,8 @@ pub use time::DeadlineTimer;
 
 /// socket2, whose `SockRef` the [`SocketHooks`] callbacks receive: set any option through it.
 pub use socket2;
+
+/// The README's example, compiled with the doctests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;

@@ -241,6 +241,7 @@ impl Reactor {
             return false;
         }
         if serving.inline && !serving.more && self.may_complete_here(op.seq()) {
+            self.remote().count_handled(1);
             op.complete(self);
             return false;
         }

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 
 use concurrent_queue::ConcurrentQueue;
@@ -28,7 +28,16 @@ pub(crate) struct Remote {
     /// Set when the `IoService` is dropped: posting is refused from then on.
     closed: AtomicBool,
     remote: Mutex<Vec<RemoteJob>>,
+    /// `remote` has closures in it: the loop looks at this flag each turn rather than taking the lock.
+    posted: AtomicBool,
+    /// The loop is in (or about to enter) a wait that blocks: only then does a post or a wake from
+    /// another thread write the eventfd. A busy loop picks up what others send on its next turn, for
+    /// no syscall at all.
+    sleeping: AtomicBool,
     pub(crate) runnables: ConcurrentQueue<TaskRef>,
+    /// Handlers run and tasks polled by the loop so far (written by the loop's thread only; others
+    /// read it for statistics).
+    handled: AtomicU64,
 }
 
 thread_local! {
@@ -45,7 +54,7 @@ pub(crate) fn schedule(shared: &Remote, task: TaskRef) {
     // The queue is unbounded and only closed when the loop is dropped, when there is nothing left to
     // wake: a failed push is dropped.
     if shared.runnables.push(task).is_ok() && !RUNNING.with(|r| std::ptr::eq(r.get(), shared)) {
-        shared.notify();
+        shared.notify_if_sleeping();
     }
 }
 
@@ -61,7 +70,10 @@ impl Remote {
             stopped: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             remote: Mutex::new(Vec::new()),
+            posted: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
             runnables: ConcurrentQueue::unbounded(),
+            handled: AtomicU64::new(0),
         })
     }
 
@@ -80,16 +92,63 @@ impl Remote {
         }
     }
 
-    /// Called by the loop when the wake fd fired: re-arms notification, then takes what was posted.
-    pub(crate) fn take_remote(&self, into: &mut Vec<RemoteJob>) {
+    /// Pokes the loop if it sleeps or is about to (see [`about_to_sleep`](Remote::about_to_sleep)):
+    /// what was queued before this call is then seen by the loop before or after its wait.
+    fn notify_if_sleeping(&self) {
+        // Pairs with the fence in `about_to_sleep`: either the loop sees what the caller queued, or
+        // the caller sees that the loop sleeps.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) {
+            self.notify();
+        }
+    }
+
+    /// The loop is about to wait with a timeout other than zero: returns false (and the loop must
+    /// not block) if something was sent to it meanwhile. [`woke`](Remote::woke) ends the state.
+    pub(crate) fn about_to_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.posted.load(Ordering::Relaxed) || !self.runnables.is_empty() {
+            self.sleeping.store(false, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// The loop's wait returned.
+    pub(crate) fn woke(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// Called by the loop when the wake fd fired: re-arms notification.
+    pub(crate) fn consume_wake(&self) {
         // Consume the poke first, then re-arm: re-arming first would let a poke that lands in between
         // be swallowed by this read while `notified` stays set, and every later poke be skipped (a
-        // lost wake-up). The swap acquires what a poster published before its own swap saw `true`.
+        // lost wake-up).
         let mut counter = [0u8; 8];
         let _ = rustix::io::read(&self.wake, &mut counter);
         self.notified.swap(false, Ordering::AcqRel);
-        let mut queue = self.remote.lock().unwrap_or_else(|e| e.into_inner());
-        into.append(&mut queue);
+    }
+
+    /// Takes what was posted, if anything (a flag's load when nothing was).
+    pub(crate) fn take_posted(&self, into: &mut Vec<RemoteJob>) {
+        if self.posted.load(Ordering::Acquire) {
+            let mut queue = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+            self.posted.store(false, Ordering::Relaxed);
+            into.append(&mut queue);
+        }
+    }
+
+    /// Counts `n` handlers run or tasks polled (only from the loop's thread).
+    #[inline]
+    pub(crate) fn count_handled(&self, n: u64) {
+        let handled = self.handled.load(Ordering::Relaxed);
+        self.handled.store(handled + n, Ordering::Relaxed);
+    }
+
+    /// Handlers run and tasks polled so far.
+    pub(crate) fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
     }
 
     pub(crate) fn post(&self, job: RemoteJob) -> io::Result<()> {
@@ -99,10 +158,11 @@ impl Remote {
                 return Err(gone());
             }
             queue.push(job);
+            self.posted.store(true, Ordering::Release);
         }
-        // Always poke, even from the loop's own thread: the loop drains this queue only when its wake
-        // fd fires, so a post from a handler through a `Handle` would otherwise wait forever.
-        self.notify();
+        // From the loop's own thread (a handler posting through a `Handle`) the loop is not asleep
+        // and finds the job on its next turn.
+        self.notify_if_sleeping();
         Ok(())
     }
 
@@ -161,10 +221,11 @@ impl super::block::Job for Delivered {
 }
 
 impl Reactor {
-    /// The wake-up fd fired: queues what other threads posted, in the order they posted it.
+    /// Queues what other threads posted since the last turn, in the order they posted it.
+    #[inline]
     pub(crate) fn take_remote(&self) {
         let mut jobs = Vec::new();
-        self.remote.take_remote(&mut jobs);
+        self.remote.take_posted(&mut jobs);
         for job in jobs {
             let block = self.alloc(Delivered(job), self.seq(), false);
             self.push_job(block.into_job());

@@ -100,6 +100,7 @@ impl LocalHandle {
                 break;
             }
         }
+        reactor.remote().count_handled(ran as u64);
         ran
     }
 
@@ -134,17 +135,27 @@ impl LocalHandle {
             events,
             done: 0,
         };
+        // A wait that may block tells other threads to poke the loop (see `Remote::about_to_sleep`).
+        let remote = reactor.remote();
+        let timeout = match timeout {
+            Some(Duration::ZERO) => timeout,
+            _ if remote.about_to_sleep() => timeout,
+            _ => Some(Duration::ZERO),
+        };
         let result = reactor.driver.borrow_mut().wait(timeout, &mut batch.events);
+        remote.woke();
         while let Some(&ev) = batch.events.get(batch.done) {
             if ev.token() == Token::WAKE {
-                reactor.take_remote();
+                remote.consume_wake();
             } else if let Some(task) = reactor.dispatch_event(ev, inline) {
                 // The only waiter of what was served, and nothing queued before it: polled here.
+                remote.count_handled(1);
                 self.run_task(task);
             }
             batch.done += 1;
         }
         drop(batch);
+        reactor.take_remote();
         reactor.dispatch_completions();
         reactor.fire_timers();
         result

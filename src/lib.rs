@@ -45,6 +45,8 @@
 
 pub mod buf;
 pub mod client;
+#[cfg(feature = "futures-io")]
+pub mod compat;
 mod driver;
 mod endpoint;
 pub mod error;

@@ -23,6 +23,7 @@ mod datagram;
 mod fd_passing;
 mod front;
 mod handle;
+pub(crate) mod poll_io;
 mod read;
 pub(crate) mod read_each;
 mod read_stream;

@@ -30,6 +30,8 @@ mod examples_sockets;
 mod executor;
 mod fd_passing;
 mod framed;
+#[cfg(feature = "futures-io")]
+mod futures_io;
 mod generic_connection;
 mod hooks;
 mod op_cancel;

@@ -45,7 +45,7 @@
 
 pub mod buf;
 pub mod client;
-#[cfg(feature = "futures-io")]
+#[cfg(any(feature = "futures-io", feature = "tokio-io"))]
 pub mod compat;
 mod driver;
 mod endpoint;

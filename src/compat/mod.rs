@@ -45,10 +45,12 @@
 
 #[cfg(feature = "futures-io")]
 mod futures_io;
+#[cfg(feature = "tokio-io")]
+mod tokio_io;
 
 use std::borrow::Borrow;
 use std::io::{self, IoSlice};
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::net::Shutdown;
 use std::task::{Context, Poll};
 
@@ -111,6 +113,7 @@ impl<S: Borrow<StreamSocket>> Io<S> {
     }
 
     /// Reads what is there into `buf`, or waits for the socket to become readable.
+    #[cfg_attr(not(feature = "futures-io"), allow(dead_code))]
     pub(crate) fn poll_read_into(
         &mut self,
         cx: &mut Context<'_>,
@@ -119,6 +122,20 @@ impl<S: Borrow<StreamSocket>> Io<S> {
         let len = buf.len();
         self.socket.borrow().poll_io(&mut self.read, cx, len, |fd| {
             nonblocking(|| rustix::io::read(fd, &mut *buf))
+        })
+    }
+
+    /// Reads what is there into `buf`, which need not be initialised (the kernel writes what it
+    /// reads, and those bytes are the count's), or waits for the socket to become readable.
+    #[cfg_attr(not(feature = "tokio-io"), allow(dead_code))]
+    pub(crate) fn poll_read_uninit(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        let len = buf.len();
+        self.socket.borrow().poll_io(&mut self.read, cx, len, |fd| {
+            nonblocking(|| rustix::io::read(fd, &mut *buf).map(|(filled, _)| filled.len()))
         })
     }
 

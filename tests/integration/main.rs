@@ -53,3 +53,5 @@ mod stress_fd_reuse;
 mod stress_fork;
 mod stress_hostile_peers;
 mod stress_panic;
+#[cfg(feature = "tokio-io")]
+mod tokio_io;

@@ -45,7 +45,7 @@
 
 pub mod buf;
 pub mod client;
-#[cfg(any(feature = "futures-io", feature = "tokio-io"))]
+#[cfg(any(feature = "futures-io", feature = "tokio-io", feature = "hyper"))]
 pub mod compat;
 mod driver;
 mod endpoint;

@@ -45,8 +45,13 @@
 
 #[cfg(feature = "futures-io")]
 mod futures_io;
+#[cfg(feature = "hyper")]
+mod hyper_rt;
 #[cfg(feature = "tokio-io")]
 mod tokio_io;
+
+#[cfg(feature = "hyper")]
+pub use hyper_rt::{LocalExec, LoopTimer};
 
 use std::borrow::Borrow;
 use std::io::{self, IoSlice};
@@ -127,7 +132,7 @@ impl<S: Borrow<StreamSocket>> Io<S> {
 
     /// Reads what is there into `buf`, which need not be initialised (the kernel writes what it
     /// reads, and those bytes are the count's), or waits for the socket to become readable.
-    #[cfg_attr(not(feature = "tokio-io"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "tokio-io", feature = "hyper")), allow(dead_code))]
     pub(crate) fn poll_read_uninit(
         &mut self,
         cx: &mut Context<'_>,

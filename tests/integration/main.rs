@@ -34,6 +34,8 @@ mod framed;
 mod futures_io;
 mod generic_connection;
 mod hooks;
+#[cfg(feature = "hyper")]
+mod hyper_http;
 mod op_cancel;
 mod op_timeout;
 mod read_each;

@@ -24,6 +24,8 @@ mod device;
 mod echo_integrity;
 mod endpoint;
 mod examples;
+#[cfg(feature = "hyper")]
+mod examples_http;
 mod examples_ipc;
 mod examples_shutdown;
 mod examples_sockets;

@@ -10,7 +10,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use super::block::{Attempt, TypedBlock, Waiting};
+use super::block::{TypedBlock, Waiting};
 use super::source::Source;
 use super::source::{PersistentOp, Waiter};
 use super::{Reactor, Token};
@@ -293,6 +293,7 @@ impl Reactor {
     }
 }
 
+#[cfg(any(feature = "futures-io", feature = "tokio-io", feature = "hyper"))]
 impl Reactor {
     /// A caller's own non-blocking syscall on one direction of `token`'s source, polled by a task
     /// (the `poll_read` / `poll_write` of a foreign I/O trait): `io` is made right here, under the
@@ -350,7 +351,7 @@ impl Reactor {
             };
             // The table stays borrowed, so the fd stays open; `io` is a syscall, no user code.
             let res = io(fd);
-            let attempt = Attempt {
+            let attempt = super::block::Attempt {
                 would_block: matches!(res, Ok(None)),
                 drained: matches!(res, Ok(Some(n)) if n < requested),
                 backing_off: false,

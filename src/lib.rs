@@ -45,6 +45,8 @@
 
 pub mod buf;
 pub mod client;
+#[cfg(any(feature = "futures-io", feature = "tokio-io", feature = "hyper"))]
+pub mod compat;
 mod driver;
 mod endpoint;
 pub mod error;

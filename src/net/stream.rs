@@ -21,6 +21,8 @@ use crate::net::options::socket_options;
 use crate::net::registration::registered_object;
 use crate::net::socket::SocketCore;
 use crate::op::nonblocking;
+#[cfg(any(feature = "futures-io", feature = "tokio-io", feature = "hyper"))]
+use crate::op::poll_io::DirectionWait;
 use crate::op::read_each::ReadEach;
 use crate::op::write::send;
 use crate::op::{
@@ -308,6 +310,33 @@ impl StreamSocket {
             data.len(),
             |fd| send(fd, data),
         )
+    }
+
+    /// The caller's own non-blocking syscall `io` on one direction, made now when that direction may
+    /// be ready, or a wait for it with `cx`'s waker (see `op::poll_io`): the I/O traits of
+    /// `aio::compat`.
+    #[cfg(any(feature = "futures-io", feature = "tokio-io", feature = "hyper"))]
+    #[inline]
+    pub(crate) fn poll_io(
+        &self,
+        wait: &mut DirectionWait,
+        cx: &mut std::task::Context<'_>,
+        requested: usize,
+        io: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> io::Result<Option<usize>>,
+    ) -> std::task::Poll<io::Result<usize>> {
+        wait.poll(
+            self.core.svc().reactor(),
+            self.core.token(),
+            cx,
+            requested,
+            io,
+        )
+    }
+
+    /// Takes the waker `wait` left in line out of it, if it is still there.
+    #[cfg(any(feature = "futures-io", feature = "tokio-io", feature = "hyper"))]
+    pub(crate) fn end_wait(&self, wait: &mut DirectionWait) {
+        wait.withdraw(self.core.svc().reactor(), self.core.token());
     }
 
     /// Writes several buffers in order (gather), as much as the socket takes now.

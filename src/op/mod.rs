@@ -23,6 +23,9 @@ mod datagram;
 mod fd_passing;
 mod front;
 mod handle;
+// The I/O-trait bridges' waits (`aio::compat`).
+#[cfg(any(feature = "futures-io", feature = "tokio-io", feature = "hyper"))]
+pub(crate) mod poll_io;
 mod read;
 pub(crate) mod read_each;
 mod read_stream;

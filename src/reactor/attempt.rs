@@ -292,3 +292,88 @@ impl Reactor {
         }
     }
 }
+
+#[cfg(any(feature = "futures-io", feature = "tokio-io", feature = "hyper"))]
+impl Reactor {
+    /// A caller's own non-blocking syscall on one direction of `token`'s source, polled by a task
+    /// (the `poll_read` / `poll_write` of a foreign I/O trait): `io` is made right here, under the
+    /// lookup that found the fd, when the direction may be ready and nothing waits ahead of it; on
+    /// `EAGAIN` (or when the direction is known not ready) the task's waker joins the direction's
+    /// line and its id and cancel epoch go to `waiting`, which the next poll passes back.
+    ///
+    /// A waiter still in line means no event came since: the poll only refreshes its waker. A
+    /// waiter the loop took out (woken) tries again. A `cancel()` of the object meanwhile fails the
+    /// poll with `ECANCELED`, as it fails an operation.
+    pub(crate) fn poll_io(
+        &self,
+        token: Token,
+        interest: Interest,
+        waiting: &mut Option<(u32, u32)>,
+        waker: &Waker,
+        requested: usize,
+        io: impl FnOnce(BorrowedFd<'_>) -> io::Result<Option<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let mut sources = self.sources.borrow_mut();
+        let Some(source) = sources.get_mut(token) else {
+            *waiting = None;
+            drop(sources);
+            return Poll::Ready(Err(self.gone_error()));
+        };
+        let woken = if let Some((id, epoch)) = *waiting {
+            let cancelled = source.cancel_epoch != epoch;
+            let line = &mut source.dir_mut(interest).line;
+            let pos = line.position_of_task(id);
+            if cancelled || pos.is_none() {
+                *waiting = None;
+                if let Some(pos) = pos {
+                    line.remove(pos);
+                }
+                if cancelled {
+                    return Poll::Ready(Err(crate::error::cancelled()));
+                }
+            } else if let Some(Waiter::Task { wake, .. }) = pos.and_then(|pos| line.get_mut(pos)) {
+                if !self.still_wakes(wake, waker) {
+                    *wake = self.task_wake(waker);
+                }
+                return Poll::Pending;
+            }
+            true
+        } else {
+            false
+        };
+        let dir = source.dir(interest);
+        // Waiters ahead keep their turn (bytes keep their order), except for one just woken from
+        // the line: it goes on, as an operation woken there does.
+        let must_wait = !dir.ready || dir.inflight().is_some() || (!woken && !dir.line.is_empty());
+        if !must_wait {
+            let Some(fd) = source.fd() else {
+                return Poll::Ready(Err(crate::error::closed()));
+            };
+            // The table stays borrowed, so the fd stays open; `io` is a syscall, no user code.
+            let res = io(fd);
+            let attempt = super::block::Attempt {
+                would_block: matches!(res, Ok(None)),
+                drained: matches!(res, Ok(Some(n)) if n < requested),
+                backing_off: false,
+            };
+            source.after_attempt(interest, attempt);
+            match res {
+                Ok(Some(n)) => return Poll::Ready(Ok(n)),
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(None) => {}
+            }
+        }
+        let id = self.next_waiter_id();
+        let fd = source.raw_fd();
+        let epoch = source.cancel_epoch;
+        source.dir_mut(interest).line.push_back(Waiter::Task {
+            id,
+            seq: self.seq(),
+            wake: self.task_wake(waker),
+        });
+        drop(sources);
+        self.watch_fd(token, fd, interest);
+        *waiting = Some((id, epoch));
+        Poll::Pending
+    }
+}

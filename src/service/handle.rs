@@ -42,6 +42,11 @@ impl Handle {
         self.remote.stop();
     }
 
+    /// Whether `other` is a handle of the same loop.
+    pub fn same_loop(&self, other: &Handle) -> bool {
+        Arc::ptr_eq(&self.remote, &other.remote)
+    }
+
     /// Whether `stop()` was called and not yet undone by `restart()`.
     pub fn is_stopped(&self) -> bool {
         self.remote.is_stopped()

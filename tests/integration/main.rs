@@ -24,14 +24,20 @@ mod device;
 mod echo_integrity;
 mod endpoint;
 mod examples;
+#[cfg(feature = "hyper")]
+mod examples_http;
 mod examples_ipc;
 mod examples_shutdown;
 mod examples_sockets;
 mod executor;
 mod fd_passing;
 mod framed;
+#[cfg(feature = "futures-io")]
+mod futures_io;
 mod generic_connection;
 mod hooks;
+#[cfg(feature = "hyper")]
+mod hyper_http;
 mod op_cancel;
 mod op_timeout;
 mod read_each;
@@ -51,3 +57,5 @@ mod stress_fd_reuse;
 mod stress_fork;
 mod stress_hostile_peers;
 mod stress_panic;
+#[cfg(feature = "tokio-io")]
+mod tokio_io;

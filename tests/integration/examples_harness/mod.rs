@@ -51,6 +51,18 @@ fn build_examples() -> Result<PathBuf, String> {
         .args(["build", "--quiet"])
         .stdin(Stdio::null());
     cmd.arg("--examples");
+    // The examples that need a feature of this test build (`required-features`) are built with it.
+    let features: Vec<&str> = [
+        ("futures-io", cfg!(feature = "futures-io")),
+        ("tokio-io", cfg!(feature = "tokio-io")),
+        ("hyper", cfg!(feature = "hyper")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
         Some(profile) => {

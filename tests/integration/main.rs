@@ -40,6 +40,7 @@ mod hooks;
 mod hyper_http;
 mod op_cancel;
 mod op_timeout;
+mod pool;
 mod read_each;
 mod read_stream;
 mod readiness;

@@ -4,6 +4,7 @@
 //! cargo run --example echo_server                          # 127.0.0.1:8080
 //! cargo run --example echo_server -- unix:/tmp/echo.sock   # the same server on a Unix socket
 //! AIO_BACKEND=poll cargo run --example echo_server -- 127.0.0.1:0 --buffer 4096
+//! cargo run --example echo_server -- 127.0.0.1:0 --threads 4   # four loops, SO_REUSEPORT
 //! ```
 //!
 //! Like the tutorial it has two kinds of objects:
@@ -119,6 +120,17 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(status) => return status,
     };
+    if args.threads > 1 {
+        // One loop per thread, each with its own sessions: the same session code serves them.
+        let buffer_size = args.buffer_size;
+        return common::serve_on_pool(PROGRAM, &args, move |socket, _peer| {
+            Rc::new(EchoSession {
+                socket,
+                buffer_size,
+            })
+            .run();
+        });
+    }
     let svc = match common::service_from_env(PROGRAM) {
         Ok(svc) => svc,
         Err(status) => return status,

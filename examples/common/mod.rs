@@ -33,6 +33,8 @@ pub struct ServerArgs {
     pub endpoint: Endpoint,
     /// How many bytes each session reads at most at a time.
     pub buffer_size: usize,
+    /// How many loops serve (`--threads`; 1: one loop on the main thread, as before).
+    pub threads: usize,
 }
 
 impl ServerArgs {
@@ -72,12 +74,14 @@ impl ServerArgs {
     }
 }
 
-const ARGS: &str = "[ENDPOINT] [--buffer BYTES]";
+const ARGS: &str = "[ENDPOINT] [--buffer BYTES] [--threads N]";
 
 const HELP: &str = "\
 ENDPOINT     where to listen: IP:PORT, [IPv6]:PORT, unix:PATH or unix:@NAME
              (default 127.0.0.1:8080; port 0 picks a free port)
 --buffer N   bytes each read takes at most (default {default}, at most 16777216)
+--threads N  serve on N loops, one per thread (default 1); with more than one, prints
+             `loop I: C connections` for each loop after stopping
 AIO_BACKEND  environment variable choosing the backend: epoll (default) or poll
 
 Prints `listening on ENDPOINT (BACKEND)` once ready; stops when Enter is pressed or stdin ends.";
@@ -89,6 +93,7 @@ fn parse(
 ) -> Result<Option<ServerArgs>, String> {
     let mut endpoint = None;
     let mut buffer_size = default_buffer;
+    let mut threads = 1;
     let mut args = args.map(|a| {
         a.into_string()
             .map_err(|a| format!("argument {a:?} is not valid UTF-8"))
@@ -102,6 +107,13 @@ fn parse(
         } else if arg == "--buffer" {
             let value = args.next().ok_or("--buffer needs a value (bytes)")??;
             buffer_size = parse_buffer(&value)?;
+        } else if let Some(value) = arg.strip_prefix("--threads=") {
+            threads = parse_threads(value)?;
+        } else if arg == "--threads" {
+            let value = args
+                .next()
+                .ok_or("--threads needs a value (a number of loops)")??;
+            threads = parse_threads(&value)?;
         } else if arg.starts_with('-') {
             return Err(format!("unknown option {arg:?}"));
         } else if endpoint.is_some() {
@@ -119,7 +131,72 @@ fn parse(
     Ok(Some(ServerArgs {
         endpoint,
         buffer_size,
+        threads,
     }))
+}
+
+fn parse_threads(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid --threads {value:?}: expected a number of loops from 1 to {MAX_THREADS}"
+        )),
+    }
+}
+
+const MAX_THREADS: usize = 1024;
+
+/// Serves `args.endpoint` on a pool of `args.threads` loops (backend from `AIO_BACKEND`): one
+/// `SO_REUSEPORT` acceptor per loop for TCP, one acceptor handing connections round-robin for a Unix
+/// socket. `handler` runs on the loop that owns each connection. Prints `listening on ENDPOINT
+/// (BACKEND)`, stops when Enter is pressed or stdin ends, then prints `loop I: C connections` for
+/// each loop (C: the connections it served).
+pub fn serve_on_pool(
+    program: &str,
+    args: &ServerArgs,
+    handler: impl Fn(aio::StreamSocket, Endpoint) + Send + Sync + 'static,
+) -> ExitCode {
+    let pool = match aio::LoopPool::builder().threads(args.threads).start() {
+        Ok(pool) => pool,
+        Err(e) => {
+            let name = std::env::var("AIO_BACKEND").unwrap_or_default();
+            eprintln!("{program}: cannot start the event loops (AIO_BACKEND={name:?}): {e}");
+            return usage_error();
+        }
+    };
+    let mode = if args.endpoint.is_unix() {
+        aio::AcceptMode::Handoff(aio::pool::Balance::RoundRobin)
+    } else {
+        aio::AcceptMode::ReusePort
+    };
+    let bound = match pool.serve(&args.endpoint, mode, handler) {
+        Ok(bound) => bound,
+        Err(e) => {
+            eprintln!("{program}: cannot listen on {}: {e}", args.endpoint);
+            return ExitCode::FAILURE;
+        }
+    };
+    {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "listening on {bound} ({})", pool.backend().name());
+        let _ = out.flush();
+    }
+    // The main thread is no loop here: it waits for Enter or the end of stdin itself.
+    let mut line = String::new();
+    let _ = io::stdin().read_line(&mut line);
+    pool.stop();
+    let stats = pool.stats();
+    let result = pool.join();
+    for s in &stats {
+        println!("loop {}: {} connections", s.index, s.accepted);
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn parse_buffer(value: &str) -> Result<usize, String> {

@@ -116,6 +116,7 @@ impl PoolBuilder {
         let mut threads = Vec::with_capacity(n);
         let mut loops = Vec::with_capacity(n);
         let mut failed = None;
+        let mut backend_used = None;
         for index in 0..n {
             let (tx, rx) = mpsc::channel();
             let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
@@ -138,10 +139,13 @@ impl PoolBuilder {
                 }
             }
             match rx.recv() {
-                Ok(Ok(handle)) => loops.push(LoopSlot {
-                    handle,
-                    counters: Arc::new(LoopCounters::default()),
-                }),
+                Ok(Ok((handle, loop_backend))) => {
+                    backend_used = Some(loop_backend);
+                    loops.push(LoopSlot {
+                        handle,
+                        counters: Arc::new(LoopCounters::default()),
+                    });
+                }
                 Ok(Err(e)) => {
                     failed = Some(e);
                     break;
@@ -157,6 +161,7 @@ impl PoolBuilder {
                 shared: Arc::new(Shared {
                     loops,
                     next: AtomicUsize::new(0),
+                    backend: backend_used.unwrap_or(Backend::Epoll),
                 }),
             },
             threads,
@@ -183,7 +188,7 @@ fn run_loop(
     index: usize,
     backend: Option<Backend>,
     cpu: Option<usize>,
-    started: mpsc::Sender<io::Result<Handle>>,
+    started: mpsc::Sender<io::Result<(Handle, Backend)>>,
     exits: Arc<Exits>,
 ) {
     let made = (|| {
@@ -206,7 +211,7 @@ fn run_loop(
         }
     };
     LOOP_INDEX.with(|i| i.set(Some(index)));
-    let _ = started.send(Ok(svc.handle()));
+    let _ = started.send(Ok((svc.handle(), svc.backend())));
     let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| svc.run())) {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(PoolError {
@@ -245,6 +250,8 @@ struct Shared {
     loops: Vec<LoopSlot>,
     /// The next loop for round-robin choices.
     next: AtomicUsize,
+    /// The loops' backend.
+    backend: Backend,
 }
 
 struct LoopSlot {
@@ -361,6 +368,11 @@ impl PoolHandle {
     /// Whether the pool has no loop (only while a failed start unwinds).
     pub fn is_empty(&self) -> bool {
         self.shared.loops.is_empty()
+    }
+
+    /// The loops' backend.
+    pub fn backend(&self) -> Backend {
+        self.shared.backend
     }
 
     /// The index of the pool loop running on this thread, if this thread is one of a pool's loops.

@@ -29,6 +29,7 @@ mod examples_http;
 mod examples_ipc;
 mod examples_shutdown;
 mod examples_sockets;
+mod examples_threads;
 mod executor;
 mod fd_passing;
 mod framed;

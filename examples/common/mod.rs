@@ -170,7 +170,7 @@ pub fn serve_on_pool(
         aio::AcceptMode::ReusePort
     };
     let bound = match pool.serve(&args.endpoint, mode, handler) {
-        Ok(bound) => bound,
+        Ok(serving) => serving.endpoint().clone(),
         Err(e) => {
             eprintln!("{program}: cannot listen on {}: {e}", args.endpoint);
             return ExitCode::FAILURE;

@@ -16,7 +16,7 @@
 //!
 //! let pool = LoopPool::builder().threads(2).start()?;
 //! // An echo server on both loops, each with its own SO_REUSEPORT acceptor.
-//! let endpoint = pool.serve(&"127.0.0.1:0".parse()?, AcceptMode::ReusePort, |socket, _peer| {
+//! let serving = pool.serve(&"127.0.0.1:0".parse()?, AcceptMode::ReusePort, |socket, _peer| {
 //!     let socket = std::rc::Rc::new(socket);
 //!     socket.read_some(vec![0u8; 64]).then({
 //!         let socket = socket.clone();
@@ -26,7 +26,7 @@
 //!         }
 //!     });
 //! })?;
-//! let mut client = std::net::TcpStream::connect(endpoint.to_string())?;
+//! let mut client = std::net::TcpStream::connect(serving.endpoint().to_string())?;
 //! client.write_all(b"hello")?;
 //! let mut reply = [0u8; 5];
 //! client.read_exact(&mut reply)?;
@@ -49,7 +49,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
-pub use serve::{AcceptMode, Balance};
+pub use serve::{AcceptMode, Balance, Serving};
 pub use stats::LoopStats;
 
 use crate::driver::Backend;

@@ -54,21 +54,16 @@ pub(super) fn close_acceptors() {
 
 impl PoolHandle {
     /// Accepts connections on `endpoint` on the pool's loops, as `mode` says, and calls `handler` on
-    /// the loop that owns each connection, with the socket and the peer's address. Returns the
-    /// endpoint bound (with the port the kernel chose for port 0). Accepting goes on until the pool
-    /// stops. Transient accept errors (out of fds: the acceptor backs off) do not end it.
+    /// the loop that owns each connection, with the socket and the peer's address. Accepting goes on
+    /// until [`Serving::close`] or until the pool stops. Transient accept errors (out of fds: the
+    /// acceptor backs off) do not end it.
     ///
     /// # Errors
     /// `InvalidInput` for a Unix endpoint with [`AcceptMode::ReusePort`] (the kernel does not balance
     /// Unix sockets: use `Handoff`) or when called from one of the pool's own loops (it waits for
     /// them); what `socket`, `bind` or `listen` report on any loop (the acceptors already made are
     /// closed).
-    pub fn serve<H>(
-        &self,
-        endpoint: &Endpoint,
-        mode: AcceptMode,
-        handler: H,
-    ) -> io::Result<Endpoint>
+    pub fn serve<H>(&self, endpoint: &Endpoint, mode: AcceptMode, handler: H) -> io::Result<Serving>
     where
         H: Fn(StreamSocket, Endpoint) + Send + Sync + 'static,
     {
@@ -96,18 +91,17 @@ impl PoolHandle {
             match result {
                 Ok(local) => bound = local,
                 Err(e) => {
-                    for made in 0..index {
-                        let _ = self.post(made, move || {
-                            if let Some(acceptor) = ACCEPTORS.with(|a| a.borrow_mut().remove(&id)) {
-                                acceptor.close();
-                            }
-                        });
-                    }
+                    close_on(self, id, index);
                     return Err(e);
                 }
             }
         }
-        Ok(bound)
+        Ok(Serving {
+            endpoint: bound,
+            id,
+            acceptors: on,
+            pool: self.clone(),
+        })
     }
 
     /// Makes loop `index`'s acceptor on `endpoint` and starts accepting; returns the endpoint bound.
@@ -149,6 +143,40 @@ impl PoolHandle {
         })?;
         rx.recv()
             .unwrap_or_else(|_| Err(io::Error::other("the pool loop ended before it accepted")))
+    }
+}
+
+/// Closes the acceptors of `serve` call `id` on loops `0..loops`.
+fn close_on(pool: &PoolHandle, id: u64, loops: usize) {
+    for index in 0..loops {
+        let _ = pool.post(index, move || {
+            if let Some(acceptor) = ACCEPTORS.with(|a| a.borrow_mut().remove(&id)) {
+                acceptor.close();
+            }
+        });
+    }
+}
+
+/// What [`serve`](PoolHandle::serve) started: the endpoint it listens on, and a way to stop
+/// accepting. Dropping it changes nothing: accepting goes on until the pool stops.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    endpoint: Endpoint,
+    id: u64,
+    acceptors: usize,
+    pool: PoolHandle,
+}
+
+impl Serving {
+    /// The endpoint bound (with the port the kernel chose for port 0).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Closes the acceptors (each on its own loop, soon after this call): no new connection is
+    /// accepted; those accepted already are untouched. A Unix socket file is removed.
+    pub fn close(&self) {
+        close_on(&self.pool, self.id, self.acceptors);
     }
 }
 

@@ -108,8 +108,8 @@ fn serve_and_verify(svc: &IoService, mode: AcceptMode, unix: bool) {
     } else {
         "127.0.0.1:0".parse().unwrap()
     };
-    let bound = pool.serve(&endpoint, mode, echo_handler).expect("serve");
-    clients(&bound);
+    let serving = pool.serve(&endpoint, mode, echo_handler).expect("serve");
+    clients(serving.endpoint());
     wait_all_closed(&pool);
     let stats = pool.stats();
     let accepted: u64 = stats.iter().map(|s| s.accepted).sum();
@@ -254,7 +254,9 @@ matrix_test!(stop_during_heavy_traffic, 60, |svc| {
             AcceptMode::ReusePort,
             echo_handler,
         )
-        .unwrap();
+        .unwrap()
+        .endpoint()
+        .clone();
     let echoed = Arc::new(AtomicUsize::new(0));
     let stop_clients = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENT_THREADS)

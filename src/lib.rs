@@ -76,7 +76,7 @@ pub use blocking::{Completer, Completion};
 pub use buf::{IoBuf, IoBufMut, Slice};
 pub use driver::Backend;
 pub use endpoint::{Endpoint, Family};
-pub use error::is_cancelled;
+pub use error::{IntoStdError, is_cancelled};
 pub use net::accept::Accept;
 pub use net::acceptor::{Acceptor, DEFAULT_BACKLOG};
 pub use net::datagram::DatagramSocket;

@@ -41,6 +41,7 @@ mod service;
 mod signals;
 mod socket_options;
 mod socket_ownership;
+mod std_conversions;
 mod stream_socket;
 mod stress_connections;
 mod stress_cross_thread;

@@ -85,7 +85,9 @@ pub use net::dialer::{Dial, DialAny, Dialer};
 pub use net::hooks::SocketHooks;
 pub use net::stream::StreamSocket;
 pub use op::{Op, OpHandle, Operation};
-pub use service::{Builder, Handle, IoService, JoinError, JoinHandle, LocalHandle};
+pub use service::{
+    Builder, Handle, IoService, JoinError, JoinHandle, LocalHandle, RemoteJoinHandle,
+};
 pub use signal::SignalSet;
 pub use time::DeadlineTimer;
 

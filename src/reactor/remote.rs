@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 use concurrent_queue::ConcurrentQueue;
 
@@ -29,6 +30,8 @@ pub(crate) struct Remote {
     closed: AtomicBool,
     remote: Mutex<Vec<RemoteJob>>,
     pub(crate) runnables: ConcurrentQueue<TaskRef>,
+    /// The thread that made the loop: the only one that can ever run it (an `IoService` is `!Send`).
+    owner: ThreadId,
 }
 
 thread_local! {
@@ -62,7 +65,13 @@ impl Remote {
             closed: AtomicBool::new(false),
             remote: Mutex::new(Vec::new()),
             runnables: ConcurrentQueue::unbounded(),
+            owner: std::thread::current().id(),
         })
+    }
+
+    /// Whether the caller runs on the loop's thread, where waiting for the loop would wait forever.
+    pub(crate) fn is_owner_thread(&self) -> bool {
+        std::thread::current().id() == self.owner
     }
 
     /// Makes the loop's next (or current) wait return, unless a poke is already outstanding.

@@ -36,6 +36,7 @@ mod read_each;
 mod read_stream;
 mod readiness;
 mod reconnect;
+mod remote_spawn;
 mod run_modes;
 mod service;
 mod signals;

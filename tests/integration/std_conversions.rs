@@ -301,7 +301,7 @@ matrix_test!(a_pending_operation_refuses_the_conversion, |svc| {
 
     // An accept, a datagram receive, a device wait.
     let acceptor = Acceptor::bind(svc, &"127.0.0.1:0".parse().unwrap()).unwrap();
-    acceptor.accept().then(|res| drop(res));
+    acceptor.accept().then(drop);
     svc.poll().unwrap();
     let err = TcpListener::try_from(acceptor).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
@@ -311,15 +311,15 @@ matrix_test!(a_pending_operation_refuses_the_conversion, |svc| {
     assert!(TcpListener::try_from(acceptor).is_ok());
 
     let (d, _e) = DatagramSocket::pair(svc).unwrap();
-    d.recv(vec![0u8; 8]).then(|res| drop(res));
+    d.recv(vec![0u8; 8]).then(drop);
     svc.poll().unwrap();
     let err = UnixDatagram::try_from(d).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
     assert!(err.into_inner().is_open());
 
-    let (reader, _writer) = std::io::pipe().unwrap();
+    let (reader, _writer) = rustix::pipe::pipe().unwrap();
     let device = IoDevice::new(svc, reader).unwrap();
-    device.readable().then(|res| drop(res));
+    device.readable().then(drop);
     svc.poll().unwrap();
     let err = OwnedFd::try_from(device).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
@@ -347,7 +347,7 @@ matrix_test!(a_closed_object_is_refused_and_has_no_raw_fd, |svc| {
         UdpSocket::try_from(datagram).unwrap_err().kind(),
         io::ErrorKind::NotConnected
     );
-    let (reader, _writer) = std::io::pipe().unwrap();
+    let (reader, _writer) = rustix::pipe::pipe().unwrap();
     let device = IoDevice::new(svc, reader).unwrap();
     device.close();
     assert_eq!(device.as_raw_fd(), -1);
@@ -358,7 +358,8 @@ matrix_test!(a_closed_object_is_refused_and_has_no_raw_fd, |svc| {
 });
 
 matrix_test!(io_device_hands_back_only_what_it_owns, |svc| {
-    let (reader, mut writer) = std::io::pipe().unwrap();
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    let mut writer = std::fs::File::from(writer);
     let raw = reader.as_raw_fd();
     writer.write_all(b"x").unwrap();
     let device = IoDevice::new(svc, reader).unwrap();
@@ -367,7 +368,7 @@ matrix_test!(io_device_hands_back_only_what_it_owns, |svc| {
     let fd = OwnedFd::try_from(device).unwrap();
     assert_eq!(fd.as_raw_fd(), raw);
     assert!(!is_nonblocking(&fd), "its mode is left as it was");
-    let mut reader = std::io::PipeReader::from(fd);
+    let mut reader = std::fs::File::from(fd);
     let mut got = [0u8; 1];
     reader.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"x", "the byte waited for is still there");

@@ -21,6 +21,7 @@ pub(crate) enum Due {
     Backoff(Interest),
     /// An operation's deadline: the callback operation with this number on this direction is
     /// cancelled with `TimedOut` if it is still pending (see `cancel`).
+    #[allow(dead_code)] // used by `Op::timeout`, not on this branch yet
     Deadline(Interest, u32),
 }
 

@@ -44,3 +44,81 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_string())
 }
+
+/// A conversion of an `aio` object into its std counterpart (`TryFrom<StreamSocket> for TcpStream`
+/// and the like) that was refused: the object comes back unchanged, still registered and usable,
+/// with the reason.
+///
+/// The reasons, by [`kind`](IntoStdError::kind): `ResourceBusy` while an operation is pending on the
+/// object (a conversion would have to cancel it: finish or `cancel()` it, let its handler run, and
+/// try again), `NotConnected` when it is closed (or was never opened), `InvalidInput` when the fd is
+/// not what the target holds (a Unix socket into a `TcpStream`, an acceptor that is not listening),
+/// `Unsupported` for an [`IoDevice`](crate::IoDevice) watching an fd it does not own.
+///
+/// ```
+/// use std::os::unix::net::UnixStream;
+/// use aio::{IoService, StreamSocket};
+/// let svc = IoService::new()?;
+/// let (a, _b) = StreamSocket::pair(&svc)?;
+/// // A Unix socket is no TcpStream: refused, and the socket comes back.
+/// let err = std::net::TcpStream::try_from(a).unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+/// let a = err.into_inner();
+/// assert!(a.is_open());
+/// let _std: UnixStream = a.try_into()?; // `?` turns the error into an io::Error
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct IntoStdError<T> {
+    object: T,
+    error: io::Error,
+}
+
+impl<T> IntoStdError<T> {
+    pub(crate) fn new(object: T, error: io::Error) -> IntoStdError<T> {
+        IntoStdError { object, error }
+    }
+
+    /// The object, unchanged: open, registered with its loop, in the mode it was in.
+    pub fn into_inner(self) -> T {
+        self.object
+    }
+
+    /// Why the conversion was refused.
+    pub fn error(&self) -> &io::Error {
+        &self.error
+    }
+
+    /// The kind of [`error`](IntoStdError::error).
+    pub fn kind(&self) -> io::ErrorKind {
+        self.error.kind()
+    }
+
+    /// The object and the reason.
+    pub fn into_parts(self) -> (T, io::Error) {
+        (self.object, self.error)
+    }
+}
+
+impl<T> std::fmt::Debug for IntoStdError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntoStdError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Display for IntoStdError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot convert into a std type: {}", self.error)
+    }
+}
+
+impl<T> std::error::Error for IntoStdError<T> {}
+
+/// Drops the object (closing it) and keeps the reason, so that `?` works in functions returning
+/// `io::Result`.
+impl<T> From<IntoStdError<T>> for io::Error {
+    fn from(e: IntoStdError<T>) -> io::Error {
+        io::Error::new(e.error.kind(), e.to_string())
+    }
+}

@@ -79,7 +79,7 @@ pub use blocking::{Completer, Completion};
 pub use buf::{IoBuf, IoBufMut, Slice};
 pub use driver::Backend;
 pub use endpoint::{Endpoint, Family};
-pub use error::is_cancelled;
+pub use error::{IntoStdError, is_cancelled};
 pub use net::accept::Accept;
 pub use net::acceptor::{Acceptor, DEFAULT_BACKLOG};
 pub use net::datagram::DatagramSocket;
@@ -89,7 +89,9 @@ pub use net::hooks::SocketHooks;
 pub use net::stream::StreamSocket;
 pub use op::{Op, OpHandle, Operation, TimedOp};
 pub use pool::{AcceptMode, LoopPool};
-pub use service::{Builder, Handle, IoService, JoinError, JoinHandle, LocalHandle};
+pub use service::{
+    Builder, Handle, IoService, JoinError, JoinHandle, LocalHandle, RemoteJoinHandle,
+};
 pub use signal::SignalSet;
 pub use time::DeadlineTimer;
 

@@ -44,7 +44,7 @@ pub const DEFAULT_BACKLOG: i32 = 1024;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Acceptor {
-    core: SocketCore,
+    pub(crate) core: SocketCore,
     /// The Unix socket file this acceptor created, to remove on close.
     /// Given to every accepted socket.
     accepted_hooks: RefCell<SocketHooks>,
@@ -75,7 +75,18 @@ impl Acceptor {
     }
 
     /// Takes ownership of a listening socket (`std::net::TcpListener`, `UnixListener`, or an
-    /// `OwnedFd` of one) and makes it non-blocking.
+    /// `OwnedFd` of one) and makes it non-blocking (`TryFrom` gives it back, blocking).
+    ///
+    /// ```
+    /// use std::net::TcpListener;
+    /// use aio::{Acceptor, IoService};
+    /// let svc = IoService::new()?;
+    /// let acceptor = Acceptor::from_fd(&svc, TcpListener::bind("127.0.0.1:0")?)?;
+    /// let addr = acceptor.local_endpoint()?;
+    /// let listener = TcpListener::try_from(acceptor)?;
+    /// assert_eq!(Some(listener.local_addr()?), addr.as_ip());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     ///
     /// # Errors
     /// If the fd cannot be made non-blocking or registered.

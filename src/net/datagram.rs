@@ -45,7 +45,7 @@ use crate::op::{Op, RecvDatagram, SendDatagram};
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct DatagramSocket {
-    core: SocketCore,
+    pub(crate) core: SocketCore,
 }
 
 impl DatagramSocket {
@@ -86,7 +86,24 @@ impl DatagramSocket {
     }
 
     /// Takes ownership of a datagram socket (`std::net::UdpSocket`,
-    /// `std::os::unix::net::UnixDatagram`, or an `OwnedFd` of one) and makes it non-blocking.
+    /// `std::os::unix::net::UnixDatagram`, or an `OwnedFd` of one) and makes it non-blocking
+    /// (`TryFrom` gives it back, blocking).
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixDatagram;
+    /// use aio::{DatagramSocket, IoService};
+    /// let svc = IoService::new()?;
+    /// let (a, b) = UnixDatagram::pair()?;
+    /// let a = DatagramSocket::from_fd(&svc, a)?;
+    /// let (res, _) = svc.block_on(a.send(b"hi".to_vec()));
+    /// res?;
+    /// let a = UnixDatagram::try_from(a)?;
+    /// a.send(b"there")?;
+    /// let mut buf = [0; 8];
+    /// assert_eq!(b.recv(&mut buf)?, 2);
+    /// assert_eq!(b.recv(&mut buf)?, 5);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     ///
     /// # Errors
     /// If the fd cannot be made non-blocking or registered with the loop.
@@ -315,7 +332,9 @@ impl DatagramSocket {
         self.core.release()
     }
 
-    /// Releases the socket as a `std::net::UdpSocket` (still non-blocking).
+    /// Releases the socket as a `std::net::UdpSocket`, still non-blocking, cancelling what is pending and
+    /// whatever its family. `UdpSocket::try_from(socket)` is the checked conversion: it refuses while
+    /// an operation is pending or for the other family, and makes the fd blocking as std expects.
     ///
     /// # Errors
     /// As for [`release`](DatagramSocket::release).
@@ -323,7 +342,9 @@ impl DatagramSocket {
         self.release().map(std::net::UdpSocket::from)
     }
 
-    /// Releases the socket as a `std::os::unix::net::UnixDatagram` (still non-blocking).
+    /// Releases the socket as a `std::os::unix::net::UnixDatagram`, still non-blocking, cancelling what is pending and
+    /// whatever its family. `UnixDatagram::try_from(socket)` is the checked conversion: it refuses while
+    /// an operation is pending or for the other family, and makes the fd blocking as std expects.
     ///
     /// # Errors
     /// As for [`release`](DatagramSocket::release).

@@ -25,7 +25,7 @@ use crate::reactor::FdSlot;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct IoDevice {
-    registration: Registration,
+    pub(crate) registration: Registration,
 }
 
 impl IoDevice {

@@ -10,4 +10,5 @@ pub(crate) mod hooks;
 pub(crate) mod options;
 pub(crate) mod registration;
 pub(crate) mod socket;
+pub(crate) mod std_conv;
 pub(crate) mod stream;

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use crate::LocalHandle;
 use crate::op::{Op, Operation};
@@ -78,6 +78,37 @@ impl Registration {
     /// twice does nothing.
     pub(crate) fn close(&self) {
         drop(self.take());
+    }
+
+    /// Takes an owned fd out of the loop for a conversion into a std type, or refuses and changes
+    /// nothing: `NotConnected` when nothing is registered, `ResourceBusy` while an operation is
+    /// pending (it would be cancelled), `Unsupported` for an attached fd (never ours to hand out),
+    /// or what `prepare` reports. `prepare` runs last, on the fd still registered (check its kind,
+    /// restore blocking mode); after it succeeds nothing can fail.
+    pub(crate) fn take_for_conversion(
+        &self,
+        prepare: impl FnOnce(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> io::Result<OwnedFd> {
+        let reactor = self.svc.reactor();
+        let token = self.token();
+        let owned = reactor.owns_fd(token).ok_or_else(crate::error::closed)?;
+        if reactor.has_pending(token) {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "an operation is pending on it: let it finish, or cancel() it and let its handler run, first",
+            ));
+        }
+        if !owned {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "its fd is attached, not owned: it stays the caller's (IoDevice::attach)",
+            ));
+        }
+        self.with_fd(prepare)?;
+        Ok(self
+            .take()
+            .and_then(FdSlot::into_owned)
+            .expect("an owned fd was registered just now"))
     }
 
     /// Cancels pending operations and takes the source out of the loop: its fd slot, if it was

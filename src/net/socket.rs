@@ -159,6 +159,17 @@ impl SocketCore {
             .and_then(FdSlot::into_owned)
             .ok_or_else(crate::error::closed)
     }
+
+    /// Hands the fd out for a conversion into a std type, or refuses and changes nothing (see
+    /// `Registration::take_for_conversion`). A Unix socket file stays in place, as on `release`.
+    pub(crate) fn take_for_conversion(
+        &self,
+        prepare: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> io::Result<()>,
+    ) -> io::Result<OwnedFd> {
+        let fd = self.registration.take_for_conversion(prepare)?;
+        self.unix_file.forget();
+        Ok(fd)
+    }
 }
 
 impl Drop for SocketCore {

@@ -94,7 +94,29 @@ impl StreamSocket {
     }
 
     /// Takes ownership of a connected stream socket (a `std::net::TcpStream`,
-    /// `std::os::unix::net::UnixStream`, or any `OwnedFd` of one) and makes it non-blocking.
+    /// `std::os::unix::net::UnixStream`, or any `OwnedFd` of one) and makes it non-blocking: the
+    /// way from std into `aio` (it needs the loop, so it is no `From`). `TryFrom` goes back.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::net::{TcpListener, TcpStream};
+    /// use aio::{IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let mut client = TcpStream::connect(listener.local_addr()?)?;
+    /// let socket = StreamSocket::from_fd(&svc, listener.accept()?.0)?;
+    /// client.write_all(b"ping")?;
+    /// let (res, buf) = svc.block_on(socket.read_exact(vec![0; 4]));
+    /// res?;
+    /// assert_eq!(buf, b"ping");
+    /// // Back to std, blocking again.
+    /// let mut server = TcpStream::try_from(socket)?;
+    /// server.write_all(b"pong")?;
+    /// let mut reply = [0; 4];
+    /// client.read_exact(&mut reply)?;
+    /// assert_eq!(&reply, b"pong");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     ///
     /// # Errors
     /// If the fd cannot be made non-blocking or registered with the loop.
@@ -402,7 +424,9 @@ impl StreamSocket {
         self.core.release()
     }
 
-    /// Releases the socket as a `std::net::TcpStream` (still non-blocking).
+    /// Releases the socket as a `std::net::TcpStream`, still non-blocking, cancelling what is pending and
+    /// whatever its family. `TcpStream::try_from(socket)` is the checked conversion: it refuses while
+    /// an operation is pending or for the other family, and makes the fd blocking as std expects.
     ///
     /// # Errors
     /// As for [`release`](StreamSocket::release).
@@ -410,7 +434,9 @@ impl StreamSocket {
         self.release().map(std::net::TcpStream::from)
     }
 
-    /// Releases the socket as a `std::os::unix::net::UnixStream` (still non-blocking).
+    /// Releases the socket as a `std::os::unix::net::UnixStream`, still non-blocking, cancelling what is pending and
+    /// whatever its family. `UnixStream::try_from(socket)` is the checked conversion: it refuses while
+    /// an operation is pending or for the other family, and makes the fd blocking as std expects.
     ///
     /// # Errors
     /// As for [`release`](StreamSocket::release).

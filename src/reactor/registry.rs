@@ -130,6 +130,28 @@ impl Reactor {
         self.push_job(job.into_job());
     }
 
+    /// Whether any operation is pending on `token`: waiting in either direction's line (a future,
+    /// a callback operation, a persistent read) or in flight on the io_uring ring. A source that is
+    /// not registered has none.
+    pub(crate) fn has_pending(&self, token: Token) -> bool {
+        let sources = self.sources.borrow();
+        sources.get(token).is_some_and(|s| {
+            [&s.read, &s.write]
+                .iter()
+                .any(|dir| !dir.line.is_empty() || dir.inflight().is_some())
+        })
+    }
+
+    /// Whether the source's fd is the loop's to hand out (owned, with or without a close hook)
+    /// rather than attached; `None` when nothing with an fd is registered under `token`.
+    pub(crate) fn owns_fd(&self, token: Token) -> Option<bool> {
+        match &self.sources.borrow().get(token)?.fd {
+            FdSlot::Owned(_) | FdSlot::Hooked(_) => Some(true),
+            FdSlot::Attached(_) => Some(false),
+            FdSlot::Virtual => None,
+        }
+    }
+
     /// Runs `f` with the fd of a live source.
     pub(crate) fn with_fd<R>(
         &self,

@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 use concurrent_queue::ConcurrentQueue;
 
@@ -38,6 +39,8 @@ pub(crate) struct Remote {
     /// Handlers run and tasks polled by the loop so far (written by the loop's thread only; others
     /// read it for statistics).
     handled: AtomicU64,
+    /// The thread that made the loop: the only one that can ever run it (an `IoService` is `!Send`).
+    owner: ThreadId,
 }
 
 thread_local! {
@@ -74,7 +77,13 @@ impl Remote {
             sleeping: AtomicBool::new(false),
             runnables: ConcurrentQueue::unbounded(),
             handled: AtomicU64::new(0),
+            owner: std::thread::current().id(),
         })
+    }
+
+    /// Whether the caller runs on the loop's thread, where waiting for the loop would wait forever.
+    pub(crate) fn is_owner_thread(&self) -> bool {
+        std::thread::current().id() == self.owner
     }
 
     /// Makes the loop's next (or current) wait return, unless a poke is already outstanding.

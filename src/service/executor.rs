@@ -19,17 +19,29 @@ use crate::reactor::wake::{TaskRef, TaskWake};
 /// Why a spawned task produced no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinError {
-    /// The future panicked while being polled (the panic itself passed out of `run()`).
+    /// The future panicked while being polled. For a task spawned on the loop's own thread the panic
+    /// itself passed out of `run()`; one spawned from another thread
+    /// ([`Handle::spawn`](crate::Handle::spawn)) had its panic caught, and the loop ran on.
     Panicked,
-    /// The task was aborted, or the `IoService` was dropped before it finished.
+    /// The task was aborted, or the `IoService` was dropped before it finished (for a task spawned
+    /// from another thread: before it finished or even reached the loop).
     Cancelled,
+    /// [`RemoteJoinHandle::join`](crate::RemoteJoinHandle::join) was called on the thread of the
+    /// loop that runs the task, before it finished: that loop cannot run while its thread waits, so
+    /// the wait would never end. The task itself runs on, detached.
+    WouldDeadlock,
 }
 
 impl std::fmt::Display for JoinError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             JoinError::Panicked => "the task panicked",
-            JoinError::Cancelled => "the task was cancelled",
+            JoinError::Cancelled => {
+                "the task was cancelled (aborted, or its IoService was dropped before it finished)"
+            }
+            JoinError::WouldDeadlock => {
+                "joining the task would deadlock: it runs on this thread's own loop, which cannot run while the thread waits"
+            }
         })
     }
 }

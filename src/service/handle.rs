@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::reactor::Reactor;
 use crate::reactor::remote::Remote;
 
-/// A `Send + Sync` handle to a loop, for other threads: post closures to it and stop it.
+/// A `Send + Sync` handle to a loop, for other threads: post closures to it, spawn tasks on it
+/// ([`spawn`](Handle::spawn), [`spawn_with`](Handle::spawn_with)) and stop it.
 ///
 /// ```
 /// let svc = aio::IoService::new()?;

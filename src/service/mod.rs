@@ -8,6 +8,7 @@
 mod blocking;
 pub(crate) mod executor;
 mod handle;
+mod remote_task;
 pub(crate) mod run;
 pub(crate) mod task;
 
@@ -26,6 +27,7 @@ use blocking::BlockingPool;
 pub use blocking::DEFAULT_MAX_BLOCKING_THREADS;
 pub use executor::{JoinError, JoinHandle};
 pub use handle::Handle;
+pub use remote_task::RemoteJoinHandle;
 
 pub(crate) struct Inner {
     /// Everything operations meet: sources, waiters, the ready queue, timers (see `reactor`).

@@ -416,22 +416,31 @@ impl PoolHandle {
         Ok(())
     }
 
-    /// Makes a future on loop `index` (with `make`, which gets that loop) and runs it there as a
-    /// task: the future need not be `Send`, only `make`.
+    /// Runs `future` on loop `index` as a task; its output comes back through the
+    /// [`RemoteJoinHandle`](crate::RemoteJoinHandle), awaitable or joinable from any thread.
     ///
-    /// # Errors
-    /// As for [`post`](PoolHandle::post).
-    pub fn spawn_with<F, Fut>(&self, index: usize, make: F) -> io::Result<()>
+    /// # Panics
+    /// If there is no loop `index`.
+    pub fn spawn<F>(&self, index: usize, future: F) -> crate::RemoteJoinHandle<F::Output>
     where
-        F: FnOnce(&LocalHandle) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + 'static,
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
     {
-        self.post(index, move || {
-            if let Some(svc) = LocalHandle::current() {
-                let task = make(&svc);
-                drop(svc.spawn(task));
-            }
-        })
+        self.loop_handle(index).spawn(future)
+    }
+
+    /// Makes a future on loop `index` (with `make`, which gets that loop) and runs it there as a
+    /// task: the future need not be `Send`, only `make` and the output.
+    ///
+    /// # Panics
+    /// If there is no loop `index`.
+    pub fn spawn_with<M, F>(&self, index: usize, make: M) -> crate::RemoteJoinHandle<F::Output>
+    where
+        M: FnOnce(&LocalHandle) -> F + Send + 'static,
+        F: std::future::Future + 'static,
+        F::Output: Send + 'static,
+    {
+        self.loop_handle(index).spawn_with(make)
     }
 
     /// Moves a connected socket to loop `index`, where `f` gets it back, registered there, with

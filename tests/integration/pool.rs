@@ -182,16 +182,30 @@ matrix_test!(a_million_cross_loop_posts_and_spawns_none_lost, 60, |svc| {
     }
     // Futures made on their loop (not Send themselves: they hold an Rc), from this thread.
     let spawned = Arc::new(AtomicU64::new(0));
+    let mut joins = Vec::new();
     for i in 0..SPAWNS {
         let spawned = spawned.clone();
-        pool.spawn_with(i as usize % LOOPS, move |svc| {
+        let join = pool.spawn_with(i as usize % LOOPS, move |svc| {
             let here = Rc::new(svc.clone());
             async move {
                 here.after(Duration::ZERO).await.unwrap();
                 spawned.fetch_add(1, Ordering::Relaxed);
+                i
             }
-        })
-        .unwrap();
+        });
+        if i % 1000 == 0 {
+            joins.push((i, join));
+        }
+    }
+    // And Send futures, their output joined from here.
+    let sums: Vec<_> = (0..100u64)
+        .map(|i| pool.spawn(i as usize % LOOPS, async move { i * 2 }))
+        .collect();
+    for (i, join) in sums.into_iter().enumerate() {
+        assert_eq!(join.join().unwrap(), i as u64 * 2);
+    }
+    for (i, join) in joins {
+        assert_eq!(join.join().unwrap(), i);
     }
     let deadline = Instant::now() + Duration::from_secs(45);
     while ran.load(Ordering::Relaxed) < POSTS || spawned.load(Ordering::Relaxed) < SPAWNS {

@@ -53,8 +53,10 @@ use std::process::ExitCode;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use aio::blocking::Completer;
+use aio::pool::{PoolHandle, Serving};
 use aio::signal::{SIGINT, SIGTERM};
-use aio::{Acceptor, Endpoint, IoBuf, LocalHandle, SignalSet, StreamSocket};
+use aio::{AcceptMode, Acceptor, Endpoint, IoBuf, LocalHandle, LoopPool, SignalSet, StreamSocket};
 use slab::Slab;
 
 const PROGRAM: &str = "graceful_shutdown";
@@ -70,7 +72,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// The listening side: the acceptor, the registry of live sessions, and the shutdown.
 struct Server {
     svc: LocalHandle,
-    acceptor: Acceptor,
+    /// `None` on a loop of a pool (`--threads`): the pool accepts for it.
+    acceptor: Option<Acceptor>,
     buffer_size: usize,
     /// Every live session, by weak reference (see the module docs).
     sessions: RefCell<Slab<Weak<Session>>>,
@@ -80,13 +83,31 @@ struct Server {
     finished: Cell<usize>,
     /// Sessions closed at the drain deadline or by a second signal.
     forced: Cell<usize>,
+    /// On a loop of a pool: told (finished, forced) once the drain is over.
+    drained: RefCell<Option<Completer<(usize, usize)>>>,
 }
 
 impl Server {
+    fn new(svc: &LocalHandle, acceptor: Option<Acceptor>, buffer_size: usize) -> Rc<Server> {
+        Rc::new(Server {
+            svc: svc.clone(),
+            acceptor,
+            buffer_size,
+            sessions: RefCell::new(Slab::new()),
+            shutting_down: Cell::new(false),
+            finished: Cell::new(0),
+            forced: Cell::new(0),
+            drained: RefCell::new(None),
+        })
+    }
+
     /// Starts one asynchronous accept; its handler accepts again unless the shutdown has begun.
     fn accept(self: Rc<Self>) {
+        let Some(acceptor) = &self.acceptor else {
+            return;
+        };
         let this = self.clone();
-        self.acceptor
+        acceptor
             .accept()
             .then(move |result| this.on_accepted(result));
     }
@@ -96,7 +117,12 @@ impl Server {
             // Accepted before the acceptor was closed: the client connected before the shutdown,
             // so it is served (and drained at once if the shutdown has begun).
             Ok((socket, _peer)) => Session::start(&self, socket),
-            Err(e) if aio::is_cancelled(&e) || !self.acceptor.is_open() => return,
+            Err(e)
+                if aio::is_cancelled(&e)
+                    || !self.acceptor.as_ref().is_some_and(|a| a.is_open()) =>
+            {
+                return;
+            }
             Err(e) => eprintln!("{PROGRAM}: accept: {e}"),
         }
         if !self.shutting_down.get() {
@@ -121,7 +147,9 @@ impl Server {
             return;
         }
         // The pending accept completes with ECANCELED; a Unix socket file is removed now.
-        self.acceptor.close();
+        if let Some(acceptor) = &self.acceptor {
+            acceptor.close();
+        }
         let live = self.live_sessions();
         eprintln!(
             "{PROGRAM}: {why}: no longer accepting; draining {} connection(s)",
@@ -138,6 +166,16 @@ impl Server {
             .after(DRAIN_TIMEOUT)
             .background()
             .then(move |_| this.force_close("the drain deadline passed"));
+        self.report_if_drained();
+    }
+
+    /// On a loop of a pool, once shutting down and every session is gone: tells the main thread.
+    fn report_if_drained(&self) {
+        if self.shutting_down.get() && self.sessions.borrow().is_empty() {
+            if let Some(drained) = self.drained.borrow_mut().take() {
+                drained.complete((self.finished.get(), self.forced.get()));
+            }
+        }
     }
 
     /// Closes every session still open: their pending operations complete with ECANCELED and
@@ -295,6 +333,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.server.sessions.borrow_mut().try_remove(self.key);
+        self.server.report_if_drained();
     }
 }
 
@@ -303,6 +342,9 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(status) => return status,
     };
+    if args.threads > 1 {
+        return serve_on_pool(&args);
+    }
     let svc = match common::service_from_env(PROGRAM) {
         Ok(svc) => svc,
         Err(status) => return status,
@@ -329,15 +371,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let server = Rc::new(Server {
-        svc: svc.local(),
-        acceptor,
-        buffer_size: args.buffer_size,
-        sessions: RefCell::new(Slab::new()),
-        shutting_down: Cell::new(false),
-        finished: Cell::new(0),
-        forced: Cell::new(0),
-    });
+    let server = Server::new(&svc, Some(acceptor), args.buffer_size);
     watch_signals(server.clone(), signals);
     {
         let server = server.clone();
@@ -349,7 +383,9 @@ fn main() -> ExitCode {
     let result = svc.run_until_done();
 
     // Normally closed already; after a failing loop, this removes a Unix socket file.
-    server.acceptor.close();
+    if let Some(acceptor) = &server.acceptor {
+        acceptor.close();
+    }
     match result {
         Ok(()) => {
             eprintln!(
@@ -364,4 +400,186 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+thread_local! {
+    /// With `--threads`: this loop's server (sessions, drain state), made when the pool starts.
+    static LOOP_SERVER: RefCell<Option<Rc<Server>>> = const { RefCell::new(None) };
+}
+
+fn loop_server() -> Option<Rc<Server>> {
+    LOOP_SERVER.with(|s| s.borrow().clone())
+}
+
+/// `--threads N`: the same server on N loops of a pool. The main thread runs a loop of its own for
+/// the signals and stdin; a shutdown closes the pool's acceptors, then every loop drains its own
+/// sessions (bounded by the same deadline) and reports back; once all have, the pool stops and one
+/// line per loop says how many connections it served.
+fn serve_on_pool(args: &common::ServerArgs) -> ExitCode {
+    let control = match common::service_from_env(PROGRAM) {
+        Ok(svc) => svc,
+        Err(status) => return status,
+    };
+    let signals = match SignalSet::new(&control, &[SIGINT, SIGTERM]) {
+        Ok(signals) => Rc::new(signals),
+        Err(e) => {
+            eprintln!("{PROGRAM}: cannot catch SIGINT and SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pool = match LoopPool::builder()
+        .threads(args.threads)
+        .backend(control.backend())
+        .start()
+    {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("{PROGRAM}: cannot start the event loops: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let buffer_size = args.buffer_size;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let made = pool.post_each(move |svc, _| {
+        LOOP_SERVER.with(|s| *s.borrow_mut() = Some(Server::new(svc, None, buffer_size)));
+        let _ = ready_tx.send(());
+    });
+    if made.is_err() || (0..pool.len()).any(|_| ready_rx.recv().is_err()) {
+        eprintln!("{PROGRAM}: a loop of the pool ended before it started serving");
+        return ExitCode::FAILURE;
+    }
+    let mode = if args.endpoint.is_unix() {
+        AcceptMode::Handoff(aio::pool::Balance::RoundRobin)
+    } else {
+        AcceptMode::ReusePort
+    };
+    let serving = match pool.serve(&args.endpoint, mode, |socket, _peer| {
+        if let Some(server) = loop_server() {
+            Session::start(&server, socket);
+        }
+    }) {
+        Ok(serving) => serving,
+        Err(e) => {
+            eprintln!("{PROGRAM}: cannot listen on {}: {e}", args.endpoint);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "listening on {} ({})",
+        serving.endpoint(),
+        pool.backend().name()
+    );
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+
+    let shutdown = Rc::new(PoolShutdown {
+        control: control.local(),
+        pool: pool.handle(),
+        serving,
+        started: Cell::new(false),
+        waiting: Cell::new(0),
+        finished: Cell::new(0),
+        forced: Cell::new(0),
+    });
+    watch_pool_signals(shutdown.clone(), signals);
+    {
+        let shutdown = shutdown.clone();
+        common::on_enter_or_eof(&control, move || shutdown.begin("end of input"));
+    }
+    // Until every loop has drained (`PoolShutdown::begin` stops it then).
+    let result = control.run();
+    pool.stop();
+    let stats = pool.stats();
+    let joined = pool.join();
+    eprintln!(
+        "{PROGRAM}: stopped: {} connection(s) finished, {} closed before draining",
+        shutdown.finished.get(),
+        shutdown.forced.get()
+    );
+    for s in &stats {
+        println!("loop {}: {} connections", s.index, s.accepted);
+    }
+    match (result, joined) {
+        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+        (Err(e), _) => {
+            eprintln!("{PROGRAM}: the event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+        (_, Err(e)) => {
+            eprintln!("{PROGRAM}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The shutdown of a pool, driven from the main thread's loop.
+struct PoolShutdown {
+    control: LocalHandle,
+    pool: PoolHandle,
+    serving: Serving,
+    started: Cell<bool>,
+    /// Loops that have not reported their drain yet.
+    waiting: Cell<usize>,
+    finished: Cell<usize>,
+    forced: Cell<usize>,
+}
+
+impl PoolShutdown {
+    /// Stops accepting everywhere, then has every loop drain (once).
+    fn begin(self: &Rc<Self>, why: &str) {
+        if self.started.replace(true) {
+            return;
+        }
+        self.serving.close();
+        self.waiting.set(self.pool.len());
+        for index in 0..self.pool.len() {
+            let (drained, report) = self.control.completion::<(usize, usize)>();
+            let this = self.clone();
+            report.then(move |res| {
+                if let Ok((finished, forced)) = res {
+                    this.finished.set(this.finished.get() + finished);
+                    this.forced.set(this.forced.get() + forced);
+                }
+                this.waiting.set(this.waiting.get() - 1);
+                if this.waiting.get() == 0 {
+                    this.control.stop();
+                }
+            });
+            let why = format!("{why} (loop {index})");
+            // A loop that has ended drops the completer: its report completes with an error.
+            let _ = self.pool.post(index, move || {
+                if let Some(server) = loop_server() {
+                    *server.drained.borrow_mut() = Some(drained);
+                    server.shut_down(&why);
+                }
+            });
+        }
+    }
+
+    /// A second signal: every loop closes what has not drained yet.
+    fn force(&self, why: &str) {
+        let why = why.to_owned();
+        let _ = self.pool.post_each(move |_, _| {
+            if let Some(server) = loop_server() {
+                server.force_close(&why);
+            }
+        });
+    }
+}
+
+/// `watch_signals` for a pool: the first signal begins the shutdown, a second forces it.
+fn watch_pool_signals(shutdown: Rc<PoolShutdown>, signals: Rc<SignalSet>) {
+    signals.wait().background().then(move |result| {
+        let Ok(signal) = result else { return };
+        let name = if signal == SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        if shutdown.started.get() {
+            shutdown.force(&format!("{name} again"));
+        } else {
+            shutdown.begin(name);
+        }
+        watch_pool_signals(shutdown, signals);
+    });
 }

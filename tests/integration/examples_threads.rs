@@ -36,7 +36,7 @@ fn serve_with_threads(example: &str, backend: &str, endpoint: &str) {
 
 #[test]
 fn echo_servers_serve_on_several_loops() {
-    for example in ["echo_server"] {
+    for example in ["echo_server", "graceful_shutdown"] {
         for backend in BACKENDS {
             serve_with_threads(example, backend, "127.0.0.1:0");
             let dir = tempfile::tempdir().unwrap();
@@ -45,6 +45,41 @@ fn echo_servers_serve_on_several_loops() {
             assert!(
                 !path.exists(),
                 "{example} on {backend} left its socket file"
+            );
+        }
+    }
+}
+
+#[test]
+fn graceful_shutdown_drains_every_loop_on_sigterm() {
+    for backend in BACKENDS {
+        let what = format!("graceful_shutdown --threads {THREADS} on {backend}");
+        let threads = THREADS.to_string();
+        let server = Server::start(
+            "graceful_shutdown",
+            Some(backend),
+            &["127.0.0.1:0", "--threads", &threads],
+        );
+        // Idle connections spread over the loops: each loop must close its own.
+        let mut idle: Vec<_> = (0..9).map(|_| server.connect()).collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        echo_and_verify(server.connect(), 7, 10_000, deadline)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        server.send_signal(rustix::process::Signal::TERM);
+        let (status, lines, stderr) = server.wait_for_exit_with_stderr();
+        assert!(status.success(), "{what}: {status} {lines:?} {stderr}");
+        assert_eq!(lines.len(), THREADS, "{what}: {lines:?}");
+        assert!(stderr.contains("SIGTERM"), "{what}: {stderr}");
+        assert!(
+            stderr.contains("stopped: 10 connection(s) finished"),
+            "{what}: {stderr}"
+        );
+        for conn in &mut idle {
+            conn.set_timeouts(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 8];
+            assert!(
+                matches!(std::io::Read::read(conn, &mut buf), Ok(0) | Err(_)),
+                "{what}: an idle connection was left open"
             );
         }
     }

@@ -73,7 +73,7 @@ pub mod blocking {
 }
 
 pub use blocking::{Completer, Completion};
-pub use buf::{IoBuf, IoBufMut, Slice};
+pub use buf::{GrowableBuf, IoBuf, IoBufMut, Slice};
 pub use driver::Backend;
 pub use endpoint::{Endpoint, Family};
 pub use error::is_cancelled;

@@ -37,7 +37,7 @@ pub use datagram::{RecvDatagram, RecvMeta, SendDatagram};
 pub use fd_passing::{MAX_FDS_PER_MESSAGE, ReceivedFds, RecvFds, SendFds};
 pub use front::Op;
 pub use handle::OpHandle;
-pub use read::{ReadExact, ReadSome, ReadVectored};
+pub use read::{ReadBuf, ReadExact, ReadSome, ReadVectored};
 pub use read_stream::{Chunk, NextChunk, ReadStream};
 pub use ready::Ready;
 pub use timer::{Sleep, TimerWait};

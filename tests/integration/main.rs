@@ -32,6 +32,7 @@ mod fd_passing;
 mod framed;
 mod generic_connection;
 mod hooks;
+mod read_buf;
 mod read_each;
 mod read_stream;
 mod readiness;

@@ -30,6 +30,7 @@ mod examples_sockets;
 mod executor;
 mod fd_passing;
 mod framed;
+mod framed_batch;
 mod generic_connection;
 mod hooks;
 mod read_buf;

@@ -86,7 +86,11 @@ fn pieces_accumulate<B: Accumulator>(svc: &IoService, a: &StreamSocket, b: &Stre
             let n = res.unwrap();
             assert!(n > 0, "end of stream before the data");
             assert_eq!(buf.as_ref().len(), held.len() + n, "the length grows by n");
-            assert_eq!(&buf.as_ref()[..held.len()], &held[..], "held bytes overwritten");
+            assert_eq!(
+                &buf.as_ref()[..held.len()],
+                &held[..],
+                "held bytes overwritten"
+            );
         }
         let before = frames.len();
         let held = buf.as_ref().len();
@@ -109,10 +113,13 @@ matrix_test!(vec_accumulates_partial_frames_over_a_socket_pair, |svc| {
     pieces_accumulate::<Vec<u8>>(svc, &a, &b);
 });
 
-matrix_test!(bytes_mut_accumulates_partial_frames_over_a_socket_pair, |svc| {
-    let (a, b) = StreamSocket::pair(svc).unwrap();
-    pieces_accumulate::<BytesMut>(svc, &a, &b);
-});
+matrix_test!(
+    bytes_mut_accumulates_partial_frames_over_a_socket_pair,
+    |svc| {
+        let (a, b) = StreamSocket::pair(svc).unwrap();
+        pieces_accumulate::<BytesMut>(svc, &a, &b);
+    }
+);
 
 matrix_test!(vec_accumulates_partial_frames_over_tcp, |svc| {
     let pair = util::pair(svc, Transport::TcpV4).unwrap();
@@ -133,7 +140,11 @@ matrix_test!(spare_capacity_is_read_into_in_place, |svc| {
     let (res, buf) = svc.block_on(b.read_buf(buf));
     assert_eq!(res.unwrap(), 3);
     assert_eq!(buf, b"abcdef");
-    assert_eq!(buf.as_ptr(), ptr, "read in place, not into a new allocation");
+    assert_eq!(
+        buf.as_ptr(),
+        ptr,
+        "read in place, not into a new allocation"
+    );
 
     // The same for a BytesMut, awaited in a task.
     a.try_write(b"ghi").unwrap();
@@ -156,7 +167,10 @@ matrix_test!(a_full_buffer_grows_and_keeps_its_bytes, |svc| {
     let (res, buf) = svc.block_on(b.read_buf(buf));
     let n = res.unwrap();
     assert!(n > 0 && n <= 20_000);
-    assert!(buf.capacity() >= 4 + 8 * 1024, "8 KiB reserved for a full buffer");
+    assert!(
+        buf.capacity() >= 4 + 8 * 1024,
+        "8 KiB reserved for a full buffer"
+    );
     assert_eq!(&buf[..4], b"head");
     util::assert_same_bytes(&buf[4..], &data[..n]);
 });
@@ -176,10 +190,13 @@ matrix_test!(read_buf_with_handlers, |svc| {
     use std::cell::RefCell;
     use std::rc::Rc;
     fn read_all(socket: Rc<StreamSocket>, buf: Vec<u8>, out: Rc<RefCell<Vec<u8>>>) {
-        socket.clone().read_buf(buf).then(move |(res, buf)| match res {
-            Ok(0) | Err(_) => *out.borrow_mut() = buf,
-            Ok(_) => read_all(socket, buf, out),
-        });
+        socket
+            .clone()
+            .read_buf(buf)
+            .then(move |(res, buf)| match res {
+                Ok(0) | Err(_) => *out.borrow_mut() = buf,
+                Ok(_) => read_all(socket, buf, out),
+            });
     }
     let (a, b) = StreamSocket::pair(svc).unwrap();
     let out = Rc::new(RefCell::new(Vec::new()));

@@ -99,12 +99,23 @@ impl Reactor {
 
     /// Cancels the callback operation numbered `id` on `token`'s `interest` direction with
     /// `TimedOut` at `deadline`, if it is still pending then.
-    pub(crate) fn set_deadline(&self, token: Token, interest: Interest, id: u32, deadline: Instant) {
+    pub(crate) fn set_deadline(
+        &self,
+        token: Token,
+        interest: Interest,
+        id: u32,
+        deadline: Instant,
+    ) {
         self.push_timer(deadline, token, Due::Deadline(interest, id));
     }
 
     /// A deadline came due (see [`set_deadline`](Reactor::set_deadline)).
     pub(crate) fn deadline_passed(&self, token: Token, interest: Interest, id: u32) {
-        self.cancel_op(token, interest, Target::Block(id), crate::error::timed_out());
+        self.cancel_op(
+            token,
+            interest,
+            Target::Block(id),
+            crate::error::timed_out(),
+        );
     }
 }

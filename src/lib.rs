@@ -83,6 +83,7 @@ pub use net::datagram::DatagramSocket;
 pub use net::device::IoDevice;
 pub use net::dialer::{Dial, DialAny, Dialer};
 pub use net::hooks::SocketHooks;
+pub use net::incoming::{Accepted, Incoming, Permit};
 pub use net::stream::StreamSocket;
 pub use op::{Op, OpHandle, Operation};
 pub use service::{Builder, Handle, IoService, JoinError, JoinHandle, LocalHandle};

@@ -33,6 +33,7 @@ mod framed;
 mod framed_batch;
 mod generic_connection;
 mod hooks;
+mod incoming;
 mod read_buf;
 mod read_each;
 mod read_stream;

@@ -186,7 +186,6 @@ fn out_of_fds(svc: &IoService, by_task: bool) {
         };
         if by_task {
             let acceptor = acceptor.clone();
-            let mut on_conn = on_conn;
             svc.spawn(async move {
                 let mut incoming = acceptor.incoming();
                 while let Some(conn) = incoming.next().await {

@@ -24,7 +24,7 @@ use crate::reactor::{Reactor, Token};
 /// // A write on the same socket is not affected.
 /// let write = a.write_all(b"hello".to_vec()).then(|(res, _)| res.unwrap());
 /// assert!(read.cancel(), "the read was pending");
-/// svc.run()?;
+/// svc.run_until_done()?;
 /// assert!(!read.cancel(), "finished: nothing to cancel");
 /// assert!(!write.cancel());
 /// # Ok::<(), std::io::Error>(())

@@ -66,7 +66,7 @@ impl LocalHandle {
     /// let svc = IoService::new()?;
     /// assert!(LocalHandle::current().is_none(), "not inside a loop");
     /// svc.post(|| assert!(LocalHandle::current().is_some()));
-    /// svc.run()?;
+    /// svc.run_until_done()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn current() -> Option<LocalHandle> {

@@ -4,9 +4,10 @@
 //! cargo run --example echo_server_async -- 127.0.0.1:0
 //! ```
 //!
-//! The same operations (`accept`, `read_some`, `write_all`) are awaited instead of given a handler:
-//! one task accepts in a loop and spawns one task per connection on the same loop. A connection's
-//! task owns its socket and ends when the peer stops sending; nothing else keeps track of it.
+//! The same operations (`read_some`, `write_all`) are awaited instead of given a handler: one task
+//! takes connection after connection from `acceptor.incoming()` and spawns one task per connection
+//! on the same loop. A connection's task owns its socket (and its permit, its place among the open
+//! connections) and ends when the peer stops sending; nothing else keeps track of it.
 //! Arguments, output and stopping (Enter or the end of stdin) are those of `echo_server`.
 
 #[allow(dead_code)] // each example uses part of the shared module
@@ -16,20 +17,21 @@ use std::io;
 use std::process::ExitCode;
 use std::rc::Rc;
 
-use aio::{Acceptor, IoBuf, LocalHandle, StreamSocket};
+use aio::{Accepted, Acceptor, IoBuf, LocalHandle};
 
 const PROGRAM: &str = "echo_server_async";
 
 /// Accepts connections until the acceptor is closed, spawning a task for each.
 async fn accept_loop(svc: LocalHandle, acceptor: Rc<Acceptor>, buffer_size: usize) {
-    loop {
-        match acceptor.accept().await {
-            Ok((socket, _peer)) => {
+    // `None` once the acceptor is closed; errors such as running out of file descriptors come as
+    // `Some(Err)`, and accepting goes on (`aio` backs off by itself).
+    let mut incoming = acceptor.incoming();
+    while let Some(connection) = incoming.next().await {
+        match connection {
+            Ok(connection) => {
                 // Detached: the task runs until `echo` returns (or the loop is dropped).
-                svc.spawn(echo(socket, buffer_size));
+                svc.spawn(echo(connection, buffer_size));
             }
-            Err(e) if aio::is_cancelled(&e) || !acceptor.is_open() => return,
-            // e.g. out of file descriptors: report it and accept again (`aio` backs off by itself).
             Err(e) => eprintln!("{PROGRAM}: accept: {e}"),
         }
     }
@@ -37,7 +39,8 @@ async fn accept_loop(svc: LocalHandle, acceptor: Rc<Acceptor>, buffer_size: usiz
 
 /// Echoes one connection: read what has arrived, write all of it back, until the peer's end of
 /// stream.
-async fn echo(socket: StreamSocket, buffer_size: usize) -> io::Result<()> {
+async fn echo(connection: Accepted, buffer_size: usize) -> io::Result<()> {
+    let socket = connection.socket;
     let mut buffer = vec![0u8; buffer_size];
     loop {
         // The buffer goes into the operation and comes back with its result.

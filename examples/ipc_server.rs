@@ -21,7 +21,7 @@ use std::io;
 use std::process::ExitCode;
 
 use aio::framed::{Frame, Framed};
-use aio::{Acceptor, Endpoint, IoService, LocalHandle, SignalSet, signal};
+use aio::{Accepted, Acceptor, Endpoint, IoService, LocalHandle, SignalSet, signal};
 
 fn main() -> ExitCode {
     let program = "ipc_server";
@@ -114,14 +114,16 @@ fn stop_on_signals(svc: &IoService) {
 
 async fn accept_loop(svc: LocalHandle, acceptor: Acceptor) {
     let mut connections = 0u64;
-    loop {
-        match acceptor.accept().await {
-            Ok((socket, peer)) => {
+    // Ends when the loop is dropped; out of file descriptors and the like are reported and
+    // accepting goes on.
+    let mut incoming = acceptor.incoming();
+    while let Some(connection) = incoming.next().await {
+        match connection {
+            Ok(Accepted { socket, peer, .. }) => {
                 connections += 1;
                 println!("#{connections} connected from {peer}");
                 svc.spawn(serve(Framed::new(socket, ipc::codec()), connections));
             }
-            Err(e) if aio::is_cancelled(&e) => return,
             Err(e) => eprintln!("ipc_server: accept: {e}"),
         }
     }

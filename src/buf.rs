@@ -8,10 +8,13 @@
 //! [`IoBuf`] is a buffer the library may read from (writes); [`IoBufMut`] one it may fill (reads).
 //! Both are implemented for `Vec<u8>`, `Box<[u8]>` and `bytes::BytesMut`; `bytes::Bytes`,
 //! `&'static [u8]` and `&'static str` are `IoBuf`. [`Slice`] narrows any of them to a byte range.
+//! [`GrowableBuf`] (`Vec<u8>`, `BytesMut`) is a buffer that can make room for more: reads that
+//! append ([`StreamSocket::read_buf`](crate::StreamSocket::read_buf)) take one.
 //!
 //! A read fills a buffer from its start, up to [`IoBuf::bytes_total`] (the capacity of a `Vec`), and
 //! raises its initialised length to the count read: `Vec::with_capacity(1024)` and `vec![0; 1024]` both
-//! take up to 1024 bytes.
+//! take up to 1024 bytes. What the buffer held at the start is overwritten; to keep it and add after
+//! it, use `read_buf`, or read into `buf.slice(buf.len()..)`.
 //!
 //! ```
 //! use aio::buf::IoBuf;
@@ -154,6 +157,36 @@ macro_rules! io_buf_mut_for_growable {
 }
 
 io_buf_mut_for_growable!(Vec<u8>, bytes::BytesMut);
+
+/// A buffer that can grow: its initialised bytes are its length, and [`reserve`](GrowableBuf::reserve)
+/// makes room after them. [`StreamSocket::read_buf`](crate::StreamSocket::read_buf) reads into that
+/// room (the spare capacity) and raises the length by the count read, so a partial frame already in
+/// the buffer stays where it is.
+///
+/// ```
+/// use aio::buf::{GrowableBuf, IoBuf};
+/// let mut buf = b"half a fr".to_vec();
+/// buf.reserve(100);
+/// assert!(buf.bytes_total() - buf.bytes_init() >= 100);
+/// assert_eq!(buf, b"half a fr"); // what it held stays
+/// ```
+pub trait GrowableBuf: IoBufMut {
+    /// Makes room for at least `additional` bytes after the initialised ones (the length), moving
+    /// the storage if it must; the initialised bytes are kept.
+    fn reserve(&mut self, additional: usize);
+}
+
+impl GrowableBuf for Vec<u8> {
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional);
+    }
+}
+
+impl GrowableBuf for bytes::BytesMut {
+    fn reserve(&mut self, additional: usize) {
+        bytes::BytesMut::reserve(self, additional);
+    }
+}
 
 // SAFETY: all bytes of a boxed slice are always initialised, so `set_init` has nothing to record.
 unsafe impl IoBufMut for Box<[u8]> {

@@ -76,7 +76,7 @@ pub mod blocking {
 }
 
 pub use blocking::{Completer, Completion};
-pub use buf::{IoBuf, IoBufMut, Slice};
+pub use buf::{GrowableBuf, IoBuf, IoBufMut, Slice};
 pub use driver::Backend;
 pub use endpoint::{Endpoint, Family};
 pub use error::{IntoStdError, is_cancelled};
@@ -86,6 +86,7 @@ pub use net::datagram::DatagramSocket;
 pub use net::device::IoDevice;
 pub use net::dialer::{Dial, DialAny, Dialer};
 pub use net::hooks::SocketHooks;
+pub use net::incoming::{Accepted, Incoming, Permit};
 pub use net::stream::StreamSocket;
 pub use op::{Op, OpHandle, Operation, TimedOp};
 pub use pool::{AcceptMode, LoopPool};

@@ -9,8 +9,12 @@
 
 mod codec;
 mod line;
+mod reader;
+mod state;
 mod stream;
+mod writer;
 
 pub use codec::{ByteOrder, Decoder, Encoder, Frame, TypeLengthCodec};
 pub use line::LineCodec;
-pub use stream::{DEFAULT_HIGH_WATER, Framed, TrySendError};
+pub use state::DEFAULT_HIGH_WATER;
+pub use stream::{Framed, TrySendError};

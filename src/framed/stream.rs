@@ -1,24 +1,21 @@
 //! [`Framed`]: messages over a [`StreamSocket`], read one by one and written through a bounded queue.
+//!
+//! The state, the read side and the write side live in `state.rs`, `reader.rs` and `writer.rs`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::codec::{Decoder, Encoder};
-use crate::buf::IoBuf;
+use super::reader::next_message;
+use super::state::{DEFAULT_HIGH_WATER, Shared, State};
+use super::writer::{feed_chunk, finish_close, flush, write_fed};
 use crate::net::stream::StreamSocket;
-
-/// How much a single read asks for at most.
-const READ_CHUNK: usize = 16 * 1024;
-/// How many queued chunks one vectored write takes at most.
-const WRITE_BATCH: usize = 64;
-/// The default high-water mark of the send queue.
-pub const DEFAULT_HIGH_WATER: usize = 1 << 20;
+use crate::op::{LocalCompletion, Op};
 
 /// Why [`Framed::try_send`] refused a message; the message comes back inside.
 #[derive(Debug)]
@@ -51,38 +48,17 @@ impl<T> std::fmt::Display for TrySendError<T> {
     }
 }
 
-struct State<C> {
-    codec: C,
-    /// Bytes read and not yet decoded (never more than the codec's maximum).
-    read_buf: Option<BytesMut>,
-    eof: bool,
-    read_error: Option<io::Error>,
-    /// Encoded messages not yet handed to a write.
-    pending: BytesMut,
-    /// Chunks waiting to be written, in order.
-    queue: VecDeque<Bytes>,
-    queued: usize,
-    writing: bool,
-    closing: bool,
-    write_error: Option<io::ErrorKind>,
-    drain_wakers: Vec<Waker>,
-    on_drain: Vec<Box<dyn FnOnce()>>,
-}
-
-struct Shared<C> {
-    socket: StreamSocket,
-    state: RefCell<State<C>>,
-    high_water: Cell<usize>,
-}
-
 /// Messages over a stream socket, cut and written by a codec.
 ///
 /// Reading: [`next`](Framed::next) (a future) or [`read_frames`](Framed::read_frames) (a handler
 /// called once per message); several messages from one read come in order, and a partial message is
 /// kept until the rest arrives. Writing: [`try_send`](Framed::try_send) queues a message unless the
 /// queue is at its high-water mark (backpressure the sender sees), [`send`](Framed::send) waits for
-/// room; queued messages go out batched in vectored writes. [`close`](Framed::close) closes once the
-/// queue has drained. `Framed` is a cheap `Rc` handle: clones share the connection.
+/// room; queued messages go out batched in vectored writes. To answer a pipelined batch in one
+/// write, [`feed`](Framed::feed) each reply (encoded, not written) and [`flush`](Framed::flush)
+/// once; [`feed_bytes`](Framed::feed_bytes) adds ready `Bytes` without copying them.
+/// [`close`](Framed::close) closes once the queue has drained. `Framed` is a cheap `Rc` handle:
+/// clones share the connection.
 ///
 /// ```
 /// use aio::framed::{Frame, Framed, TypeLengthCodec};
@@ -97,7 +73,7 @@ struct Shared<C> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Framed<C> {
-    shared: Rc<Shared<C>>,
+    pub(super) shared: Rc<Shared<C>>,
 }
 
 impl<C> Clone for Framed<C> {
@@ -114,20 +90,7 @@ impl<C: Decoder + 'static> Framed<C> {
         Framed {
             shared: Rc::new(Shared {
                 socket,
-                state: RefCell::new(State {
-                    codec,
-                    read_buf: Some(BytesMut::new()),
-                    eof: false,
-                    read_error: None,
-                    pending: BytesMut::new(),
-                    queue: VecDeque::new(),
-                    queued: 0,
-                    writing: false,
-                    closing: false,
-                    write_error: None,
-                    drain_wakers: Vec::new(),
-                    on_drain: Vec::new(),
-                }),
+                state: RefCell::new(State::new(codec)),
                 high_water: Cell::new(DEFAULT_HIGH_WATER),
             }),
         }
@@ -145,8 +108,7 @@ impl<C: Decoder + 'static> Framed<C> {
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        let state = self.shared.state.borrow();
-        state.queued + state.pending.len()
+        self.shared.state.borrow().unwritten()
     }
 
     /// Whether the queue is at or over its high-water mark (`try_send` would refuse).
@@ -183,18 +145,18 @@ impl<C: Decoder + 'static> Framed<C> {
         });
     }
 
-    /// Closes the connection once every queued message has been written (its write side is shut
+    /// Closes the connection once every queued (or fed) message has been written (its write side is shut
     /// down, then the socket closed); further sends are refused.
     pub fn close(&self) {
         let idle = {
             let mut state = self.shared.state.borrow_mut();
             state.closing = true;
-            !state.writing && state.queue.is_empty() && state.pending.is_empty()
+            state.is_idle()
         };
         if idle {
             finish_close(&self.shared);
         } else {
-            flush(&self.shared);
+            write_fed(&self.shared);
         }
     }
 
@@ -213,9 +175,7 @@ impl<C: Decoder + 'static> Framed<C> {
         let shared = self.shared.clone();
         poll_fn(move |cx| {
             let mut state = shared.state.borrow_mut();
-            if state.queued + state.pending.len() < shared.high_water.get()
-                || state.write_error.is_some()
-            {
+            if state.unwritten() < shared.high_water.get() || state.write_error.is_some() {
                 Poll::Ready(())
             } else {
                 state.drain_wakers.push(cx.waker().clone());
@@ -242,7 +202,7 @@ impl<C: Decoder + 'static> Framed<C> {
             if state.closing || state.write_error.is_some() {
                 return Err(TrySendError::Closed(item));
             }
-            if state.queued + state.pending.len() >= self.shared.high_water.get() {
+            if state.unwritten() >= self.shared.high_water.get() {
                 return Err(TrySendError::Full(item));
             }
         }
@@ -250,7 +210,8 @@ impl<C: Decoder + 'static> Framed<C> {
     }
 
     /// Encodes `item` into the queue regardless of the high-water mark (for callers that check
-    /// [`is_full`](Framed::is_full) themselves), and starts writing.
+    /// [`is_full`](Framed::is_full) themselves), and starts writing it, with everything
+    /// [fed](Framed::feed) before it.
     ///
     /// # Errors
     /// What the codec reports (e.g. a message over the maximum frame), or `NotConnected` when closing.
@@ -258,22 +219,107 @@ impl<C: Decoder + 'static> Framed<C> {
     where
         C: Encoder<T>,
     {
-        {
-            let mut state = self.shared.state.borrow_mut();
-            if state.closing || state.write_error.is_some() {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotConnected,
-                    "the framed connection is closing or failed",
-                ));
-            }
-            let state = &mut *state;
-            state.codec.encode(item, &mut state.pending)?;
-        }
-        flush(&self.shared);
+        self.feed(item)?;
+        write_fed(&self.shared);
         Ok(())
     }
 
-    /// Waits for room below the high-water mark, then queues `item`.
+    /// Encodes `item` into the write buffer **without writing it** (tokio-util's `SinkExt::feed`):
+    /// it goes out with the next [`flush`](Framed::flush) (or `send`, `try_send`, `close`), in one
+    /// write with everything fed before it. For pipelined requests: feed the reply to each request
+    /// of a batch, then flush once.
+    ///
+    /// The high-water mark is not checked (a batch is bounded by what was read; check
+    /// [`is_full`](Framed::is_full) for more).
+    ///
+    /// ```
+    /// use aio::framed::{Framed, LineCodec};
+    /// let svc = aio::IoService::new()?;
+    /// let (a, b) = aio::StreamSocket::pair(&svc)?;
+    /// let server = Framed::new(a, LineCodec::new(1024));
+    /// for reply in ["+OK", "+PONG", ":42"] {
+    ///     server.feed(reply)?; // nothing written yet
+    /// }
+    /// assert_eq!(server.queued_bytes(), 14);
+    /// svc.block_on(server.flush())?; // one write of all three
+    /// assert_eq!(server.queued_bytes(), 0);
+    /// let (res, got) = svc.block_on(b.read_exact(vec![0; 14]));
+    /// res?;
+    /// assert_eq!(got, b"+OK\n+PONG\n:42\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// What the codec reports (nothing is fed then), or `NotConnected` when closing or failed.
+    pub fn feed<T>(&self, item: T) -> io::Result<()>
+    where
+        C: Encoder<T>,
+    {
+        let mut state = self.shared.state.borrow_mut();
+        state.refuse()?;
+        let state = &mut *state;
+        state.codec.encode(item, &mut state.pending)
+    }
+
+    /// Adds bytes that are already encoded (a cached reply, a file's contents, a body beside a
+    /// header [fed](Framed::feed) through the codec) after everything fed so far, **without copying
+    /// them** and without writing: the write hands the `Bytes` itself to the kernel, in a vectored
+    /// write with the chunks around it, on every backend. The codec never sees them, so they must
+    /// be valid on the wire as they are.
+    ///
+    /// ```
+    /// use aio::framed::{Framed, LineCodec};
+    /// use bytes::Bytes;
+    /// let svc = aio::IoService::new()?;
+    /// let (a, b) = aio::StreamSocket::pair(&svc)?;
+    /// let server = Framed::new(a, LineCodec::new(1024));
+    /// let cached = Bytes::from_static(b"$5\r\nhello\r\n");
+    /// server.feed("header")?;
+    /// server.feed_bytes(cached.clone())?; // the same memory, written as is
+    /// server.feed("trailer")?;
+    /// svc.block_on(server.flush())?;
+    /// let (res, got) = svc.block_on(b.read_exact(vec![0; 26]));
+    /// res?;
+    /// assert_eq!(got, b"header\n$5\r\nhello\r\ntrailer\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `NotConnected` when closing or failed.
+    pub fn feed_bytes(&self, bytes: Bytes) -> io::Result<()> {
+        let mut state = self.shared.state.borrow_mut();
+        state.refuse()?;
+        feed_chunk(&mut state, bytes);
+        Ok(())
+    }
+
+    /// Writes everything fed (and queued) so far: an operation that completes with `Ok(())` once
+    /// those bytes are all written, or with the error of the write that failed (the connection
+    /// then sends no more); `.then(handler)` or `.await` it like any other. Bytes fed after this
+    /// call are not waited for (nor written, until the next flush). With nothing to write it
+    /// completes at once.
+    ///
+    /// Dropping the operation does not stop the writing: the bytes go out anyway.
+    ///
+    /// ```
+    /// use aio::framed::{Frame, Framed, TypeLengthCodec};
+    /// let svc = aio::IoService::new()?;
+    /// let (a, b) = aio::StreamSocket::pair(&svc)?;
+    /// let (a, b) = (Framed::new(a, TypeLengthCodec::new()), Framed::new(b, TypeLengthCodec::new()));
+    /// a.feed(Frame::new(1, &b"first"[..]))?;
+    /// a.feed(Frame::new(2, &b"second"[..]))?;
+    /// a.flush().then(|res| res.expect("written"));
+    /// assert_eq!(svc.block_on(b.next()).unwrap()?.kind, 1);
+    /// assert_eq!(svc.block_on(b.next()).unwrap()?.kind, 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn flush(&self) -> Op<LocalCompletion<()>> {
+        flush(&self.shared)
+    }
+
+    /// Waits for room below the high-water mark, then queues `item` and starts writing it, with
+    /// everything [fed](Framed::feed) before it; completes once it is queued (to wait until it is
+    /// written, [`feed`](Framed::feed) it and await [`flush`](Framed::flush)).
     ///
     /// # Errors
     /// As for [`encode_and_queue`](Framed::encode_and_queue).
@@ -288,156 +334,4 @@ impl<C: Decoder + 'static> Framed<C> {
             this.encode_and_queue(item)
         }
     }
-}
-
-async fn next_message<C: Decoder>(shared: &Rc<Shared<C>>) -> Option<io::Result<C::Item>> {
-    loop {
-        let want = {
-            let mut state = shared.state.borrow_mut();
-            let state = &mut *state;
-            if let Some(e) = state.read_error.take() {
-                state.eof = true;
-                return Some(Err(e));
-            }
-            let Some(buf) = state.read_buf.as_mut() else {
-                return Some(Err(io::Error::other(
-                    "Framed: two readers at once (next() while another next() or read_frames runs)",
-                )));
-            };
-            match state.codec.decode(buf) {
-                Ok(Some(item)) => return Some(Ok(item)),
-                Ok(None) => {}
-                Err(e) => {
-                    state.eof = true;
-                    return Some(Err(e));
-                }
-            }
-            if state.eof {
-                if buf.is_empty() {
-                    return None;
-                }
-                let n = buf.len();
-                buf.clear();
-                return Some(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("end of stream inside a message ({n} bytes of it received)"),
-                )));
-            }
-            let room = state.codec.max_buffered().saturating_sub(buf.len());
-            if room == 0 {
-                state.eof = true;
-                return Some(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the decoder needs more than its maximum buffered bytes",
-                )));
-            }
-            room.min(READ_CHUNK)
-        };
-        let mut buf = shared
-            .state
-            .borrow_mut()
-            .read_buf
-            .take()
-            .expect("checked above");
-        buf.reserve(want);
-        let start = buf.len();
-        let target = buf.slice(start..start + want);
-        let (res, target) = shared.socket.read_some(target).await;
-        let buf = target.into_inner();
-        let mut state = shared.state.borrow_mut();
-        state.read_buf = Some(buf);
-        match res {
-            Ok(0) => state.eof = true,
-            Ok(_) => {}
-            Err(e) => state.read_error = Some(e),
-        }
-    }
-}
-
-/// Moves encoded bytes into the queue and starts a write unless one is in flight.
-fn flush<C: 'static>(shared: &Rc<Shared<C>>) {
-    let batch: Vec<Bytes> = {
-        let mut state = shared.state.borrow_mut();
-        if !state.pending.is_empty() {
-            let chunk = state.pending.split().freeze();
-            state.queued += chunk.len();
-            state.queue.push_back(chunk);
-        }
-        if state.writing || state.queue.is_empty() || state.write_error.is_some() {
-            return;
-        }
-        state.writing = true;
-        let n = state.queue.len().min(WRITE_BATCH);
-        state.queue.drain(..n).collect()
-    };
-    let next = shared.clone();
-    shared
-        .socket
-        .write_vectored(batch)
-        .then(move |(res, batch)| written(&next, res, batch));
-}
-
-fn written<C: 'static>(shared: &Rc<Shared<C>>, res: io::Result<usize>, batch: Vec<Bytes>) {
-    let (wakers, callbacks, close_now) = {
-        let mut state = shared.state.borrow_mut();
-        state.writing = false;
-        match res {
-            Ok(written) => {
-                state.queued -= written;
-                // The batch went out in order: drop what was written, put the rest back in front.
-                let mut n = written;
-                let mut rest = Vec::new();
-                for mut chunk in batch {
-                    if n >= chunk.len() {
-                        n -= chunk.len();
-                    } else {
-                        chunk.advance(n);
-                        n = 0;
-                        rest.push(chunk);
-                    }
-                }
-                for chunk in rest.into_iter().rev() {
-                    state.queue.push_front(chunk);
-                }
-            }
-            Err(e) => {
-                state.write_error = Some(e.kind());
-                state.queue.clear();
-                state.queued = 0;
-                state.pending.clear();
-            }
-        }
-        let below = state.queued + state.pending.len() < shared.high_water.get()
-            || state.write_error.is_some();
-        let (wakers, callbacks) = if below {
-            (
-                std::mem::take(&mut state.drain_wakers),
-                std::mem::take(&mut state.on_drain),
-            )
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        let empty = state.queue.is_empty() && state.pending.is_empty();
-        (
-            wakers,
-            callbacks,
-            state.closing && (empty || state.write_error.is_some()),
-        )
-    };
-    for w in wakers {
-        w.wake();
-    }
-    for f in callbacks {
-        f();
-    }
-    if close_now {
-        finish_close(shared);
-    } else {
-        flush(shared);
-    }
-}
-
-fn finish_close<C>(shared: &Rc<Shared<C>>) {
-    let _ = shared.socket.shutdown(std::net::Shutdown::Write);
-    shared.socket.close();
 }

@@ -7,6 +7,7 @@ pub(crate) mod datagram;
 pub(crate) mod device;
 pub(crate) mod dialer;
 pub(crate) mod hooks;
+pub(crate) mod incoming;
 pub(crate) mod options;
 pub(crate) mod registration;
 pub(crate) mod socket;

@@ -14,7 +14,7 @@ use std::os::fd::OwnedFd;
 use socket2::{Domain, Socket, Type};
 
 use crate::LocalHandle;
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{GrowableBuf, IoBuf, IoBufMut};
 use crate::endpoint::{Endpoint, Family};
 use crate::net::hooks::SocketHooks;
 use crate::net::options::socket_options;
@@ -26,8 +26,8 @@ use crate::op::poll_io::DirectionWait;
 use crate::op::read_each::ReadEach;
 use crate::op::write::send;
 use crate::op::{
-    Connect, Interest, Op, ReadExact, ReadSome, ReadStream, ReadVectored, RecvFds, SendFds,
-    WriteAll, WriteSome, WriteVectored,
+    Connect, Interest, Op, ReadBuf, ReadExact, ReadSome, ReadStream, ReadVectored, RecvFds,
+    SendFds, WriteAll, WriteSome, WriteVectored,
 };
 
 /// A stream socket (TCP or Unix) bound to a loop.
@@ -175,9 +175,54 @@ impl StreamSocket {
         }
     }
 
-    /// Reads what is available, up to the buffer's capacity (`Ok(0)`: end of stream).
+    /// Reads what is available into the buffer **from its start**: into `[0..bytes_total)` (a
+    /// `Vec`'s or `BytesMut`'s whole capacity), overwriting what the buffer held there. Completes
+    /// with the count `n` read (`Ok(0)`: end of stream), the new bytes being `buf[..n]`; a `Vec` or
+    /// `BytesMut` shorter than `n` gets its length raised to `n`, a longer one keeps its length.
+    ///
+    /// To keep what the buffer holds (half a frame) and add after it, use
+    /// [`read_buf`](StreamSocket::read_buf), or pass `buf.slice(len..)` here.
+    ///
+    /// ```
+    /// use aio::{IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let (a, b) = StreamSocket::pair(&svc)?;
+    /// a.try_write(b"new")?;
+    /// let (res, buf) = svc.block_on(b.read_some(b"old bytes".to_vec()));
+    /// assert_eq!(res?, 3);
+    /// assert_eq!(buf, b"new bytes"); // overwritten from the start
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn read_some<B: IoBufMut>(&self, buf: B) -> Op<ReadSome<B>> {
         self.core.op(ReadSome::new(buf))
+    }
+
+    /// Reads what is available and **appends** it: into the spare capacity after the buffer's
+    /// length, which then grows by the count read (tokio's `read_buf`). Completes with the count
+    /// (`Ok(0)`: end of stream, or no room: see below) and the buffer.
+    ///
+    /// A buffer with no spare capacity gets 8 KiB reserved first (through
+    /// [`GrowableBuf::reserve`]); otherwise what spare capacity there is bounds the read, so
+    /// `reserve` before calling for larger reads. The read is the same syscall (or io_uring
+    /// request) as [`read_some`](StreamSocket::read_some)'s, made on the spare capacity in place:
+    /// nothing is copied. Works with `Vec<u8>` and `bytes::BytesMut` (any [`GrowableBuf`]).
+    ///
+    /// ```
+    /// use aio::{IoService, StreamSocket};
+    /// let svc = IoService::new()?;
+    /// let (a, b) = StreamSocket::pair(&svc)?;
+    /// let mut buf = bytes::BytesMut::new();
+    /// for part in [&b"GET / HT"[..], b"TP/1.1\r\n"] {
+    ///     a.try_write(part)?;
+    ///     let (res, back) = svc.block_on(b.read_buf(buf));
+    ///     res?;
+    ///     buf = back; // the earlier bytes are kept, the new ones added after them
+    /// }
+    /// assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read_buf<B: GrowableBuf>(&self, buf: B) -> Op<ReadBuf<B>> {
+        self.core.op(ReadBuf::new(buf))
     }
 
     /// Fills the whole buffer (its capacity; use [`IoBuf::slice`] for less); an end of stream first

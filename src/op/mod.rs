@@ -23,6 +23,7 @@ mod datagram;
 mod fd_passing;
 mod front;
 mod handle;
+pub(crate) mod local_completion;
 // The I/O-trait bridges' waits (`aio::compat`).
 #[cfg(any(feature = "futures-io", feature = "tokio-io", feature = "hyper"))]
 pub(crate) mod poll_io;
@@ -41,7 +42,8 @@ pub use datagram::{RecvDatagram, RecvMeta, SendDatagram};
 pub use fd_passing::{MAX_FDS_PER_MESSAGE, ReceivedFds, RecvFds, SendFds};
 pub use front::Op;
 pub use handle::OpHandle;
-pub use read::{ReadExact, ReadSome, ReadVectored};
+pub use local_completion::LocalCompletion;
+pub use read::{ReadBuf, ReadExact, ReadSome, ReadVectored};
 pub use read_stream::{Chunk, NextChunk, ReadStream};
 pub use ready::Ready;
 pub use timeout::TimedOp;

@@ -1,4 +1,4 @@
-//! Reads: `read_some`, `read_exact` and vectored reads into owned buffers.
+//! Reads: `read_some`, `read_buf`, `read_exact` and vectored reads into owned buffers.
 
 use std::io;
 use std::task::Poll;
@@ -9,9 +9,10 @@ use io_uring::{opcode, types};
 
 use super::ring::{MsgParts, cqe_result};
 use super::{Cx, Interest, Operation, RingEntry, advance, move_all, nonblocking};
-use crate::buf::IoBufMut;
+use crate::buf::{GrowableBuf, IoBufMut, Slice};
 
-/// Reads whatever is available, up to the buffer's [`bytes_total`](IoBufMut): `Ok(0)` means end of
+/// Reads whatever is available into the buffer from its start, up to its
+/// [`bytes_total`](crate::IoBuf::bytes_total) (overwriting what was there): `Ok(0)` means end of
 /// stream. Made by [`StreamSocket::read_some`](crate::StreamSocket::read_some).
 #[derive(Debug)]
 pub struct ReadSome<B> {
@@ -61,6 +62,63 @@ impl<B: IoBufMut> Operation for ReadSome<B> {
             unsafe { self.buf.set_init(n) }
         });
         Poll::Ready(out)
+    }
+}
+
+/// How much [`ReadBuf`] reserves when the buffer has no spare capacity.
+pub(crate) const READ_BUF_RESERVE: usize = 8 * 1024;
+
+/// Reads whatever is available into the spare capacity of a growable buffer, after its initialised
+/// bytes, and raises its length by the count read: `Ok(0)` means end of stream. Made by
+/// [`StreamSocket::read_buf`](crate::StreamSocket::read_buf).
+///
+/// It is a [`ReadSome`] of the spare capacity (`buf.slice(len..capacity)`), whose buffer comes back
+/// whole: the same syscall or ring request, no copy.
+#[derive(Debug)]
+pub struct ReadBuf<B> {
+    inner: ReadSome<Slice<B>>,
+}
+
+impl<B: GrowableBuf> ReadBuf<B> {
+    /// Reads after `buf`'s length, reserving [`READ_BUF_RESERVE`] bytes first if it has no room.
+    pub(crate) fn new(mut buf: B) -> Self {
+        if buf.bytes_total() == buf.bytes_init() {
+            buf.reserve(READ_BUF_RESERVE);
+        }
+        let len = buf.bytes_init();
+        ReadBuf {
+            inner: ReadSome::new(buf.slice(len..)),
+        }
+    }
+}
+
+impl<B: GrowableBuf> Operation for ReadBuf<B> {
+    type Output = (io::Result<usize>, B);
+    type Value = usize;
+
+    const TRY_USES_LOOP: bool = false;
+
+    fn interest(&self) -> Interest {
+        Interest::Read
+    }
+
+    fn attempt(&mut self, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
+        self.inner.attempt(cx)
+    }
+
+    fn finish(self, res: io::Result<Self::Value>) -> Self::Output {
+        let (res, spare) = self.inner.finish(res);
+        (res, spare.into_inner())
+    }
+
+    const RING: bool = true;
+
+    fn prepare(&mut self, fd: RawFd) -> Option<RingEntry> {
+        self.inner.prepare(fd)
+    }
+
+    fn complete(&mut self, res: i32, cx: &mut Cx<'_>) -> Poll<io::Result<Self::Value>> {
+        self.inner.complete(res, cx)
     }
 }
 

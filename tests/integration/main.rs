@@ -33,15 +33,18 @@ mod examples_threads;
 mod executor;
 mod fd_passing;
 mod framed;
+mod framed_batch;
 #[cfg(feature = "futures-io")]
 mod futures_io;
 mod generic_connection;
 mod hooks;
 #[cfg(feature = "hyper")]
 mod hyper_http;
+mod incoming;
 mod op_cancel;
 mod op_timeout;
 mod pool;
+mod read_buf;
 mod read_each;
 mod read_stream;
 mod readiness;

@@ -16,7 +16,18 @@ const EVENTS: [&str; 5] = ["connecting", "connected", "disconnected", "gave-up",
 /// lines read.
 fn until_all(clients: &Server, names: &[&str], event: &str, lines: &mut Vec<String>) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut seen: HashSet<String> = HashSet::new();
+    // Lines read while waiting for an earlier event may already hold this one (the clients' output
+    // interleaves): they count too.
+    let mut seen: HashSet<String> = lines
+        .iter()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (name, ev) = (words.next()?, words.next()?);
+            let what = format!("{ev} {}", words.collect::<Vec<_>>().join(" "));
+            ((ev == event || what.starts_with(event)) && names.contains(&name))
+                .then(|| name.to_owned())
+        })
+        .collect();
     while seen.len() < names.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = clients

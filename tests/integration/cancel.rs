@@ -5,7 +5,6 @@
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
-use std::task::Poll;
 
 use aio::{Acceptor, IoBuf, IoService, StreamSocket};
 
@@ -30,22 +29,6 @@ impl<T: 'static> Outcome<T> {
             svc.run_one().unwrap();
         }
         self.0.take().unwrap()
-    }
-}
-
-/// A Unix pair whose `a` side cannot write any more: small buffers, filled up.
-fn stuffed_pair(svc: &IoService) -> (StreamSocket, StreamSocket) {
-    let (a, b) = StreamSocket::pair(svc).unwrap();
-    a.set_send_buffer_size(4096).unwrap();
-    b.set_recv_buffer_size(4096).unwrap();
-    let (_, waker) = CountingWaker::new();
-    loop {
-        // One try that does not wait: poll the write once.
-        let mut op = a.write_some(vec![0u8; 65536]);
-        match util::poll_once(&mut op, &waker) {
-            Poll::Ready((res, _)) => assert!(res.unwrap() > 0),
-            Poll::Pending => return (a, b),
-        }
     }
 }
 
@@ -80,7 +63,7 @@ matrix_test!(cancelled_read_gives_ecanceled_and_its_buffer, |svc| {
 });
 
 matrix_test!(cancelled_write_gives_ecanceled_and_its_buffer, |svc| {
-    let (a, _b) = stuffed_pair(svc);
+    let (a, _b) = util::stuffed_pair(svc);
     let data = util::pattern(1 << 20, 3);
     let out = Outcome::new();
     a.write_all(data.clone()).then(out.setter());
@@ -158,7 +141,7 @@ matrix_test!(cancelled_connect_gives_ecanceled, |svc| {
 });
 
 matrix_test!(close_cancels_pending_operations, |svc| {
-    let (a, b) = stuffed_pair(svc);
+    let (a, b) = util::stuffed_pair(svc);
     let read = Outcome::new();
     let write = Outcome::new();
     a.read_some(vec![1u8; 32]).then(read.setter());
@@ -189,7 +172,7 @@ matrix_test!(close_cancels_pending_operations, |svc| {
 });
 
 matrix_test!(dropping_a_socket_cancels_its_pending_operations, |svc| {
-    let (a, _b) = stuffed_pair(svc);
+    let (a, _b) = util::stuffed_pair(svc);
     let read = Outcome::new();
     let write = Outcome::new();
     a.read_some(vec![4u8; 16]).then(read.setter());
@@ -238,7 +221,7 @@ matrix_test!(dropping_an_awaited_op_withdraws_it, |svc| {
     );
 
     // The same for a pending write, a pending accept and an aborted task.
-    let (c, _d) = stuffed_pair(svc);
+    let (c, _d) = util::stuffed_pair(svc);
     let mut write = c.write_all(vec![1u8; 10_000]);
     assert!(util::poll_once(&mut write, &waker).is_pending());
     drop(write);

@@ -6,7 +6,6 @@
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
-use std::task::Poll;
 
 use aio::{IoService, StreamSocket};
 
@@ -31,21 +30,6 @@ fn wait(svc: &IoService, slot: &ReadOutcome) -> (io::Result<usize>, Vec<u8>) {
         svc.run_one().unwrap();
     }
     slot.take().unwrap()
-}
-
-/// A Unix pair whose `a` side cannot write any more: small buffers, filled up.
-fn stuffed_pair(svc: &IoService) -> (StreamSocket, StreamSocket) {
-    let (a, b) = StreamSocket::pair(svc).unwrap();
-    a.set_send_buffer_size(4096).unwrap();
-    b.set_recv_buffer_size(4096).unwrap();
-    let (_, waker) = CountingWaker::new();
-    loop {
-        let mut op = a.write_some(vec![0u8; 65536]);
-        match util::poll_once(&mut op, &waker) {
-            Poll::Ready((res, _)) => assert!(res.unwrap() > 0),
-            Poll::Pending => return (a, b),
-        }
-    }
 }
 
 fn only_the_cancelled_read_ends(svc: &IoService, transport: Transport) {
@@ -97,7 +81,7 @@ matrix_test!(cancels_only_that_operation_unix, |svc| {
 matrix_test!(
     cancelling_a_write_leaves_the_read_of_the_same_socket,
     |svc| {
-        let (a, b) = stuffed_pair(svc);
+        let (a, b) = util::stuffed_pair(svc);
         let written = Rc::new(RefCell::new(None));
         let w = written.clone();
         let write = a
@@ -198,14 +182,7 @@ matrix_test!(
                 }
             }
             // Whatever the cancelled read did not take is still in the socket.
-            let mut rest = [0u8; 64];
-            loop {
-                match a.try_read(&mut rest) {
-                    Ok(n) => got.extend_from_slice(&rest[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("try_read: {e}"),
-                }
-            }
+            util::read_available(&a, &mut got);
             assert_eq!(
                 svc.poll().unwrap(),
                 0,

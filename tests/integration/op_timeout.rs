@@ -179,14 +179,7 @@ matrix_test!(
                     timed_out += 1;
                 }
             }
-            let mut rest = [0u8; 64];
-            loop {
-                match a.try_read(&mut rest) {
-                    Ok(n) => got.extend_from_slice(&rest[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("try_read: {e}"),
-                }
-            }
+            util::read_available(&a, &mut got);
             svc.poll().unwrap();
         }
         let want: Vec<u8> = (0..ROUNDS).flat_map(|r| [r as u8; 3]).collect();

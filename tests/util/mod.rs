@@ -431,3 +431,30 @@ pub fn thread_cpu_time() -> Duration {
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
+
+/// A Unix pair whose `a` side cannot write any more: small buffers, filled up.
+pub fn stuffed_pair(svc: &IoService) -> (StreamSocket, StreamSocket) {
+    let (a, b) = StreamSocket::pair(svc).unwrap();
+    a.set_send_buffer_size(4096).unwrap();
+    b.set_recv_buffer_size(4096).unwrap();
+    let (_, waker) = CountingWaker::new();
+    loop {
+        let mut op = a.write_some(vec![0u8; 65536]);
+        match poll_once(&mut op, &waker) {
+            Poll::Ready((res, _)) => assert!(res.unwrap() > 0),
+            Poll::Pending => return (a, b),
+        }
+    }
+}
+
+/// Appends to `got` what `socket` holds unread now (`try_read` until `WouldBlock`).
+pub fn read_available(socket: &StreamSocket, got: &mut Vec<u8>) {
+    let mut rest = [0u8; 64];
+    loop {
+        match socket.try_read(&mut rest) {
+            Ok(n) => got.extend_from_slice(&rest[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => panic!("try_read: {e}"),
+        }
+    }
+}
